@@ -1,0 +1,37 @@
+"""The ``yolol-tf`` command line: a thin layer over the Python API.
+
+Each module here registers its commands on :data:`yolol_tf.cli.app.app` and imports the heavy parts
+(TensorFlow) inside the command, so ``yolol-tf --help`` answers at once. A :class:`UserError` from any
+command is printed as one line on stderr with its exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from yolol_tf.cli.app import app
+from yolol_tf.errors import UserError
+
+# Registration order is the order of `yolol-tf --help`.
+from yolol_tf.cli import data as _data  # noqa: E402,F401
+from yolol_tf.cli import train as _train  # noqa: E402,F401
+from yolol_tf.cli import export as _export  # noqa: E402,F401
+from yolol_tf.cli import tune as _tune  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status when ``standalone`` parsing returns."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app(args=argv, prog_name="yolol-tf")
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["app", "main"]

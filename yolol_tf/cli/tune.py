@@ -1,0 +1,5 @@
+"""CLI commands: tune (registered on the shared Typer app)."""
+
+from __future__ import annotations
+
+from yolol_tf.cli.app import app  # noqa: F401
