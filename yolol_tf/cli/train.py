@@ -1,5 +1,67 @@
-"""CLI commands: train (registered on the shared Typer app)."""
+"""CLI command: train (registered on the shared Typer app). evaluate and history live in cli/evaluate.py."""
 
 from __future__ import annotations
 
-from yolol_tf.cli.app import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from yolol_tf.cli.app import app
+
+
+@app.command("train")
+def train_command(
+    model: str = typer.Argument(..., help="Model to train: dense, cnn or resnet50."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
+        "Default: the embedded demo dataset.",
+    ),  # fmt: skip
+    val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV, reported as 'test' only."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Experiment YAML (experiments/NAME.yaml)."
+    ),
+    out: str | None = typer.Option(None, "--out", help="Run folder (default saved_models/MODEL-NAME)."),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: the start time)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per step."),
+    size: int | None = typer.Option(None, "--size", help="Crop side in pixels."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    loss: str | None = typer.Option(None, "--loss", help="bce, weighted_bce, focal, asl or cce."),
+    augment: float | None = typer.Option(None, "--augment", help="Augmentation strength, 0..1."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an unfinished (killed) run from its last epoch."
+    ),
+    mixed_precision: str | None = typer.Option(
+        None, "--mixed-precision", help="auto (fastest on the device), off, float16 or bfloat16."
+    ),
+    jit: bool | None = typer.Option(
+        None, "--jit/--no-jit", help="XLA compilation (default: on for NVIDIA GPUs)."
+    ),
+    strategy: str | None = typer.Option(None, "--strategy", help="Distribution strategy (default auto)."),
+    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Steps per epoch."),
+) -> None:
+    """Train a classifier and leave a run folder with models, thresholds, logs, metrics and plots.
+
+    Flags override the --config YAML, which overrides the defaults. With --resume and no --config, the
+    run folder's own config.yaml is used.
+
+    Example: yolol-tf train cnn --epochs 5 --name first
+    """
+    from yolol_tf import config as config_lib
+    from yolol_tf.train import TrainConfig, run_dir_for, train
+
+    overrides = {
+        "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,
+        "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
+        "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
+    }  # fmt: skip
+    if resume and config is None:
+        # Resume with the settings the run started with; flags given now still win.
+        run_dir = run_dir_for(config_lib.resolve(TrainConfig, None, overrides), resume=True)
+        if (run_dir / "config.yaml").is_file():
+            config = run_dir / "config.yaml"
+            overrides["out"] = str(run_dir)
+    settings = config_lib.resolve(TrainConfig, config, overrides)
+    train(settings, resume=resume)

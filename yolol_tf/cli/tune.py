@@ -1,5 +1,117 @@
-"""CLI commands: tune (registered on the shared Typer app)."""
+"""CLI command: tune (registered on the shared Typer app).
+
+A hyperparameter search over one model's space; the help text shows every space.
+
+Examples:
+    One machine, 20 random trials of 3 epochs, then train the best in full::
+
+        yolol-tf tune cnn --data data.yaml --max-trials 20 --epochs 3 --out saved_models/tune-cnn --train-best
+
+    Continue it later with 40 trials (the 20 finished ones are not rerun)::
+
+        yolol-tf tune cnn --data data.yaml --max-trials 40 --epochs 3 --out saved_models/tune-cnn
+
+    A chief and two workers on machines that share /shared (the chief only hands out trials)::
+
+        chief$    yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --chief 0.0.0.0:8000
+        gpu1$     yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --worker chief-host:8000
+        gpu2$     yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --worker chief-host:8000
+"""
 
 from __future__ import annotations
 
-from yolol_tf.cli.app import app  # noqa: F401
+import enum
+from typing import Optional
+
+import typer
+
+from yolol_tf.cli.app import app
+from yolol_tf.tune_space import SPACES, space_table
+
+
+class Model(str, enum.Enum):
+    """Models with a search space."""
+
+    dense = "dense"
+    cnn = "cnn"
+    resnet50 = "resnet50"
+
+
+class Tuner(str, enum.Enum):
+    """keras-tuner's search algorithms."""
+
+    random = "random"
+    hyperband = "hyperband"
+    bayesian = "bayesian"
+
+
+class Objective(str, enum.Enum):
+    """What a trial is scored on (maximised)."""
+
+    val_map = "val_map"
+    val_f1_macro = "val_f1_macro"
+
+
+def _help() -> str:
+    spaces = "\n\n".join(f"{model}:\n\n```\n{space_table(model)}\n```" for model in SPACES)
+    return f"""Search hyperparameters of MODEL with keras-tuner; leave trials.csv, trials.png and best.yaml.
+
+Each trial trains with the same builders, compile and data pipeline as `yolol-tf train`, for --epochs
+epochs, and is scored by the best validation mAP (or macro F1) of its epochs. Rerunning the same command
+with the same --out continues the search and never reruns a finished trial; --overwrite starts afresh.
+A trial that fails (bad values, out of memory) is recorded FAILED and the search goes on.
+
+Search spaces (conditional ones apply only with their loss):
+
+{spaces}
+
+A --space YAML narrows or fixes any of them: `learning_rate: {{min: 1.0e-4, max: 1.0e-2}}`,
+`loss: [bce, asl]`, `dropout: 0.2`.
+
+Several machines: start one process with `--chief HOST:PORT` (it serves trials, trains nothing) and
+any number with `--worker CHIEF_HOST:PORT`, all with the same model, space and --out on a shared folder.
+
+Example: yolol-tf tune cnn --max-trials 20 --epochs 3 --out saved_models/tune-cnn
+
+Example: yolol-tf tune cnn --out /shared/tune-cnn --worker chief-host:8000 --worker-id gpu1
+"""
+
+
+@app.command("tune", help=_help())
+def tune_command(
+    model: Model = typer.Argument(..., help="Model whose space to search."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
+        "Default: the embedded demo dataset."
+    ),  # fmt: skip
+    val: Optional[str] = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
+    size: int = typer.Option(64, "--size", help="Crop side in pixels."),
+    tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
+    max_trials: int = typer.Option(10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."),
+    epochs: int = typer.Option(3, "--epochs", help="Epochs per trial (hyperband: the most a trial gets)."),
+    objective: Objective = typer.Option(Objective.val_map, "--objective", help="Validation figure to maximise."),
+    space: Optional[str] = typer.Option(None, "--space", help="YAML narrowing or fixing parts of the space."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fix the batch size (default: searched)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default one pass)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Search folder (default saved_models/tune-MODEL-TIME)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the search in --out and start afresh."),
+    train_best: bool = typer.Option(False, "--train-best", help="Then train best.yaml in full into OUT/best."),
+    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="Epochs of --train-best (default 10)."),
+    chief: Optional[str] = typer.Option(None, "--chief", help="HOST:PORT: serve trials to workers (trains nothing)."),
+    worker: Optional[str] = typer.Option(None, "--worker", help="CHIEF_HOST:PORT: run trials the chief hands out."),
+    worker_id: Optional[str] = typer.Option(
+        None, "--worker-id", help="This worker's name (default hostname-pid); reuse it to resume its trial."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seeds the search, weights and shuffling."),
+    max_failures: int = typer.Option(3, "--max-failures", help="Stop after this many failed trials in a row."),
+) -> None:
+    from yolol_tf.tune import TuneConfig, tune
+
+    config = TuneConfig(
+        model=model.value, data=data, val=val, size=size, tuner=tuner.value, max_trials=max_trials,
+        epochs=epochs, objective=objective.value, space=space, batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch, out=out, overwrite=overwrite, train_best=train_best,
+        train_epochs=train_epochs, chief=chief, worker=worker, worker_id=worker_id, seed=seed,
+        max_failures=max_failures,
+    )  # fmt: skip
+    tune(config)

@@ -1,0 +1,56 @@
+"""The data layer: YOLO datasets to crop stores, stores to tf.data, Sign-MNIST and the demo dataset.
+
+Names are resolved lazily (PEP 562), so ``import yolol_tf.data`` loads neither TensorFlow nor OpenCV;
+``yolol-tf --help`` stays fast.
+
+    prepare(data, out=None, *, size=64, ...) -> Path        YOLO dataset -> store (data/store.py)
+    load(store, split, batch_size=32, *, training=False, augment=0.0, ...) -> tf.data.Dataset
+    read_info(store) -> DatasetInfo
+    load_sign_mnist(csv_path, batch_size=32, ...) -> (tf.data.Dataset, DatasetInfo)
+    open_data(data, *, val=None, size=64, ...) -> DataSource  what train/evaluate/tune call
+    demo_data(out, *, seed=0) -> Path; demo_data_path() -> Path
+    read_image(path) -> np.ndarray; letterbox(image, size) -> np.ndarray
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "prepare": "yolol_tf.data.store",
+    "load": "yolol_tf.data.pipeline",
+    "augment_batch": "yolol_tf.data.pipeline",
+    "read_info": "yolol_tf.data.info",
+    "DatasetInfo": "yolol_tf.data.info",
+    "load_sign_mnist": "yolol_tf.data.sign_mnist",
+    "DataSource": "yolol_tf.data.source",
+    "open_data": "yolol_tf.data.source",
+    "demo_data": "yolol_tf.data.demo",
+    "demo_data_path": "yolol_tf.data.demo",
+    "read_image": "yolol_tf.data.images",
+    "letterbox": "yolol_tf.data.images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from yolol_tf.data.demo import demo_data, demo_data_path
+    from yolol_tf.data.images import letterbox, read_image
+    from yolol_tf.data.info import DatasetInfo, read_info
+    from yolol_tf.data.pipeline import augment_batch, load
+    from yolol_tf.data.sign_mnist import load_sign_mnist
+    from yolol_tf.data.source import DataSource, open_data
+    from yolol_tf.data.store import prepare
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'yolol_tf.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

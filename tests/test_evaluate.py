@@ -1,0 +1,260 @@
+"""evaluate, format_report, read_history and their CLI commands on a tiny model and a hand-written store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+import yolol_tf.cli.evaluate  # noqa: F401  registers evaluate and history on the app
+import yolol_tf.data
+from tests.helpers_evaluate import (
+    NAMES,
+    make_model,
+    make_run,
+    make_sign_mnist_model,
+    make_split,
+    model_probs,
+    write_sign_mnist_csv,
+    write_store,
+)
+from yolol_tf import cli
+from yolol_tf.errors import UserError
+from yolol_tf.evaluate import evaluate, format_report, predict_probs
+
+THRESHOLDS = [0.4, 0.55, 0.6]
+
+
+def run_cli(argv: list[str]) -> int:
+    """``yolol-tf ARGV``'s exit status (Typer ends a successful command with SystemExit(0))."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("evaluate")
+    splits = {"train": make_split(24, seed=1), "val": make_split(20, seed=2), "test": make_split(40, seed=3)}
+    store = write_store(root / "store", splits)
+    model = make_model()
+    run = make_run(root / "run", model, store=store, thresholds=THRESHOLDS)
+    images, y_true = splits["test"]
+    return {
+        "root": root,
+        "store": store,
+        "run": run,
+        "model": model,
+        "y_true": y_true,
+        "y_prob": model_probs(model, images),
+    }
+
+
+def _sklearn(y_true: np.ndarray, y_prob: np.ndarray, thresholds) -> dict[str, float]:
+    t, p = y_true.astype(int), (y_prob >= np.asarray(thresholds)).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "map": skm.average_precision_score(t, y_prob, average="macro"),
+            "f1_micro": skm.f1_score(t, p, average="micro", zero_division=0),
+            "f1_macro": skm.f1_score(t, p, average="macro", zero_division=0),
+            "f1_samples": skm.f1_score(t, p, average="samples", zero_division=0),
+            "precision_micro": skm.precision_score(t, p, average="micro", zero_division=0),
+            "precision_macro": skm.precision_score(t, p, average="macro", zero_division=0),
+            "recall_micro": skm.recall_score(t, p, average="micro", zero_division=0),
+            "recall_macro": skm.recall_score(t, p, average="macro", zero_division=0),
+            "hamming_loss": skm.hamming_loss(t, p),
+            "exact_match": skm.accuracy_score(t, p),
+        }
+
+
+def test_evaluate_run_equals_sklearn_at_tuned_and_default_thresholds(setup: dict) -> None:
+    result = evaluate(setup["run"])
+    assert result["split"] == "test"
+    assert result["samples"] == 40
+    assert result["names"] == NAMES
+    assert Path(result["model"]).name == "best.keras"
+    for key, thresholds in (("tuned", THRESHOLDS), ("default", 0.5)):
+        expected = _sklearn(setup["y_true"], setup["y_prob"], thresholds)
+        for name, value in expected.items():
+            assert result[key][name] == pytest.approx(value, abs=1e-5), f"{key} {name}"
+    assert [row["threshold"] for row in result["tuned"]["per_class"]] == pytest.approx(THRESHOLDS)
+    assert [row["support"] for row in result["tuned"]["per_class"]] == setup["y_true"].sum(axis=0).tolist()
+    assert 0.5 < result["tuned"]["map"] < 1.0, "the tiny model reads the colours, with noise"
+    assert "accuracy" not in result["tuned"]
+
+
+def test_evaluate_model_file_other_split_and_explicit_data(setup: dict) -> None:
+    # A model file inside a run folder still finds the run's data through config.yaml.
+    assert evaluate(setup["run"] / "best.keras")["data"] == str(setup["store"])
+    result = evaluate(setup["run"] / "best.keras", data=setup["store"], split="val", thresholds=[0.5] * 3)
+    assert result["split"] == "val" and result["samples"] == 20
+    assert result["tuned"]["f1_macro"] == result["default"]["f1_macro"]
+
+
+def test_predict_probs_returns_truth_and_sigmoid_probabilities(setup: dict) -> None:
+    source = yolol_tf.data.open_data(str(setup["store"]), size=32)
+    y_true, y_prob = predict_probs(setup["model"], source.dataset("test", 16), "sigmoid")
+    assert y_true.shape == y_prob.shape == (40, 3)
+    assert np.all((y_prob > 0) & (y_prob < 1))
+    # Order-free comparison: the same multiset of probabilities as the model on the raw arrays.
+    np.testing.assert_allclose(np.sort(y_prob, axis=0), np.sort(setup["y_prob"], axis=0), atol=1e-5)
+
+
+def test_single_label_model_reports_accuracy(setup: dict, tmp_path: Path) -> None:
+    images, labels = make_split(12, seed=5)
+    one_hot = np.eye(3, dtype=np.float32)[labels.argmax(axis=1)]
+    store = write_store(tmp_path / "store", {"test": (images, one_hot)})
+    run = make_run(tmp_path / "run", setup["model"], store=store, activation="softmax")
+    result = evaluate(run)
+    probs = model_probs(setup["model"], images, "softmax")
+    assert result["tuned"]["accuracy"] == pytest.approx(
+        skm.accuracy_score(one_hot.argmax(1), probs.argmax(1))
+    )
+    assert "accuracy (argmax)" in format_report(result)
+
+
+def test_sign_mnist_run_reports_accuracy_on_its_held_back_test_csv(tmp_path: Path) -> None:
+    import yaml
+
+    from yolol_tf.runs import Labels
+
+    write_sign_mnist_csv(tmp_path / "train.csv", 30, seed=1)
+    images, labels = write_sign_mnist_csv(tmp_path / "test.csv", 12, seed=2)
+    model = make_sign_mnist_model()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    names = [chr(ord("A") + i) for i in range(25)]
+    Labels(names, [0.5] * 25, "softmax", (28, 28, 1)).save(run / "labels.json")
+    config = {"model": "dense", "data": str(tmp_path / "train.csv"), "val": str(tmp_path / "test.csv")}
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = evaluate(run)
+    assert result["samples"] == 12, "the test split is the --val CSV"
+    probs = model_probs(model, images, "softmax")
+    assert result["tuned"]["accuracy"] == pytest.approx(skm.accuracy_score(labels, probs.argmax(1)))
+    assert evaluate(run, split="val")["samples"] == 3  # the 10% of train.csv held out for validation
+
+
+def test_formats_parse(setup: dict) -> None:
+    result = evaluate(setup["run"])
+    parsed = json.loads(format_report(result, "json"))
+    assert parsed["tuned"]["f1_micro"] == pytest.approx(result["tuned"]["f1_micro"])
+    rows = list(csv.DictReader(io.StringIO(format_report(result, "csv"))))
+    assert [r["class"] for r in rows] == NAMES
+    assert float(rows[1]["threshold"]) == pytest.approx(THRESHOLDS[1])
+    assert float(rows[0]["f1_at_0.5"]) == pytest.approx(result["default"]["per_class"][0]["f1"])
+    table = format_report(result, "table")
+    assert "mAP" in table and "Hamming loss" in table and "exact match" in table
+    for name in NAMES:
+        assert name in table
+    with pytest.raises(UserError, match="--format"):
+        format_report(result, "xml")
+
+
+def test_nan_average_precision_is_null_in_json(setup: dict, tmp_path: Path) -> None:
+    images, labels = make_split(9, seed=6)
+    labels[:, 2] = 0  # cherry absent from this split
+    store = write_store(tmp_path / "store", {"test": (images, labels)})
+    result = evaluate(setup["run"], data=store)
+    assert json.loads(format_report(result, "json"))["tuned"]["per_class"][2]["ap"] is None
+    assert np.isfinite(result["tuned"]["map"]), "mAP averages the classes that occur"
+
+
+def test_cli_evaluate_writes_json_and_prints_table(setup: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report.json"
+    assert run_cli(["evaluate", str(setup["run"]), "--format", "json", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["samples"] == 40
+    assert run_cli(["evaluate", str(setup["run"]), "--split", "val"]) == 0
+    assert "F1 micro" in capsys.readouterr().out
+
+
+def test_clean_errors(setup: dict, tmp_path: Path, capsys) -> None:
+    assert run_cli(["evaluate", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "Traceback" not in err
+    assert run_cli(["evaluate", str(setup["run"]), "--split", "holdout"]) == 2
+    assert "holdout" in capsys.readouterr().err
+    assert run_cli(["evaluate", str(setup["run"]), "--format", "xml"]) == 2
+    wide = make_run(tmp_path / "wide", make_model(4), store=setup["store"], names=NAMES + ["date"])
+    with pytest.raises(UserError, match="4 classes but the data"):
+        evaluate(wide)
+    (tmp_path / "broken.keras").write_text("not a model")
+    assert run_cli(["evaluate", str(tmp_path / "broken.keras"), "--data", str(setup["store"])]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_renamed_classes_are_reported_as_a_warning(setup: dict, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", setup["model"], store=setup["store"], names=["x", "y", "z"])
+    result = evaluate(run)
+    assert result["warnings"] and "class names differ" in result["warnings"][0]
+    assert "warning: class names differ" in format_report(result)
+
+
+def _tiny_fit(run: Path, epochs: int = 2, initial_epoch: int = 0, seed: int = 7):
+    import keras
+
+    model = make_model(seed=seed)
+    loss = keras.losses.BinaryCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+    images, labels = make_split(16, seed=seed)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run / "logs"))
+    return model.fit(
+        images.astype("float32"),
+        labels,
+        validation_split=0.25,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=8,
+        callbacks=[tensorboard],
+        verbose=0,
+    )
+
+
+def test_history_reads_tensorboard_scalars(tmp_path: Path, capsys) -> None:
+    from yolol_tf.history import read_history
+
+    run = tmp_path / "run"
+    fit = _tiny_fit(run)
+    table = read_history(run)
+    assert list(table.index) == [0, 1]
+    assert {"train/epoch_loss", "validation/epoch_loss"} <= set(table.columns)
+    np.testing.assert_allclose(table["train/epoch_loss"], fit.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(table["validation/epoch_loss"], fit.history["val_loss"], rtol=1e-5)
+
+    out = tmp_path / "history.csv"
+    assert run_cli(["history", str(run), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2
+    assert float(rows[1]["validation/epoch_loss"]) == pytest.approx(fit.history["val_loss"][1])
+    assert run_cli(["history", str(run)]) == 0
+    assert "train/epoch_loss" in capsys.readouterr().out
+    assert run_cli(["history", str(tmp_path / "missing")]) == 2
+
+
+def test_history_of_a_resumed_run_keeps_the_rewritten_epochs(tmp_path: Path) -> None:
+    import time
+
+    from yolol_tf.history import read_history
+
+    run = tmp_path / "run"
+    first = _tiny_fit(run, epochs=2)
+    time.sleep(1.1)  # event files are named by the second they are opened
+    resumed = _tiny_fit(run, epochs=3, initial_epoch=1, seed=8)  # redoes epoch 1, then epoch 2
+    table = read_history(run)
+    assert list(table.index) == [0, 1, 2]
+    expected = [first.history["loss"][0], *resumed.history["loss"]]
+    np.testing.assert_allclose(table["train/epoch_loss"], expected, rtol=1e-5)
+
+    # A process killed mid-write leaves a truncated record; what was written before it still reads.
+    newest = max((run / "logs" / "train").iterdir(), key=lambda p: p.name)
+    newest.write_bytes(newest.read_bytes()[:-7])
+    assert len(read_history(run)) >= 2

@@ -1,0 +1,143 @@
+"""Model builders: shapes, registry errors, save/load, parameter counts, transfer learning, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers_models import losses_over_steps, random_batch
+from yolol_tf.errors import UserError
+
+keras = pytest.importorskip("keras")
+
+from yolol_tf.models import MODEL_NAMES, MODELS, build_model, model_options  # noqa: E402
+from yolol_tf.models.layers import BatchNormalization  # noqa: E402
+from yolol_tf.models.resnet50 import backbone_layers  # noqa: E402
+
+# Tiny variants so that every test runs in seconds on two CPU cores.
+SMALL = {
+    "dense": ((16, 16, 3), {"widths": (32, 16), "dropout": 0.1, "batch_norm": True}),
+    "cnn": ((32, 32, 3), {"width": 8, "depths": (1, 1)}),
+    "resnet50": ((32, 32, 3), {"small_input": False}),
+}
+
+
+def test_registry_lists_every_model():
+    assert tuple(MODELS) == MODEL_NAMES == ("dense", "cnn", "resnet50")
+    assert model_options("resnet50")["norm"] == "ours"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_builders_take_pixels_and_return_float32_logits(name):
+    shape, options = SMALL[name]
+    model = build_model(name, shape, 5, **options)
+    images, _ = random_batch(shape, 5, batch=2)
+    logits = model(images, training=False)
+    assert tuple(logits.shape) == (2, 5)
+    assert model.get_layer("logits").dtype == "float32"
+    assert model.get_layer("rescale") is not None
+    assert not model.compiled
+
+
+@pytest.mark.parametrize(("shape", "small_input"), [((32, 32, 3), True), ((48, 40, 3), False), ((28, 28, 1), None)])
+def test_resnet50_and_cnn_accept_small_and_odd_inputs(shape, small_input):
+    if small_input is None:
+        model = build_model("cnn", shape, 25, stem_stride=1)
+    else:
+        model = build_model("resnet50", shape, 3, small_input=small_input)
+        if small_input:
+            # Without the stem's downsampling, 32 px reaches stage 5 at 4x4 instead of 1x1.
+            assert model.get_layer("stage5_block3_out").output.shape[1:3] == (4, 4)
+    assert model(np.zeros((1, *shape), "float32")).shape == (1, model.output_shape[-1])
+
+
+def test_unknown_model_or_option_is_a_user_error_listing_valid_ones():
+    with pytest.raises(UserError, match="dense, cnn, resnet50"):
+        build_model("vgg", (32, 32, 3), 2)
+    with pytest.raises(UserError, match="depth.*Valid options: width=32, depths=") as error:
+        build_model("cnn", (32, 32, 3), 2, depth=3)
+    assert error.value.exit_code == 2
+    with pytest.raises(UserError, match="norm must be one of"):
+        build_model("resnet50", (32, 32, 3), 2, norm="group")
+
+
+def test_resnet50_uses_our_layer_names_and_keras_layer_on_request():
+    ours = build_model("resnet50", (32, 32, 3), 2)
+    theirs = build_model("resnet50", (32, 32, 3), 2, norm="keras")
+    assert isinstance(ours.get_layer("stage2_block1_bn1"), BatchNormalization)
+    assert type(theirs.get_layer("stage2_block1_bn1")) is keras.layers.BatchNormalization
+    assert [layer.name for layer in ours.layers] == [layer.name for layer in theirs.layers]
+    assert ours.get_layer("stage3_block1_shortcut_conv").strides == (2, 2)
+
+
+def test_resnet50_backbone_has_the_reference_parameter_count():
+    model = build_model("resnet50", (32, 32, 3), 7)
+    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    backbone = sum(w.numpy().size for layer in backbone_layers(model) for w in layer.weights)
+    assert backbone == reference.count_params() == 23_587_712
+    assert model.count_params() == backbone + 2048 * 7 + 7
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet50"])
+def test_keras_file_round_trip_with_safe_mode(name, tmp_path):
+    shape, options = SMALL[name]
+    model = build_model(name, shape, 4, **options)
+    images, _ = random_batch(shape, 4)
+    model(images, training=True)  # moves the BN statistics away from their defaults
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded(images, training=False).numpy(), model(images, training=False).numpy())
+    assert isinstance(loaded.get_layer("stem_bn"), BatchNormalization)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_a_few_steps_on_random_data_lower_the_loss(name):
+    shape, options = SMALL[name]
+    model = build_model(name, shape, 3, **{**options, "dropout": 0.0})
+    images, labels = random_batch(shape, 3, batch=8)
+    losses = losses_over_steps(model, images, labels, steps=5)
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_resnet50_loads_a_local_backbone_under_another_head_and_freezes_it(suffix, tmp_path):
+    source = build_model("resnet50", (32, 32, 3), 10, norm="keras")
+    for layer in source.layers:
+        for weight in layer.weights:
+            weight.assign(np.random.default_rng(1).uniform(0.5, 1.5, weight.shape).astype("float32"))
+    path = tmp_path / f"source{suffix}"
+    source.save(path) if suffix == ".keras" else source.save_weights(path)
+
+    model = build_model("resnet50", (32, 32, 3), 3, weights=str(path), freeze_backbone=True, dropout=0.2)
+    for name in ("stem_conv", "stage4_block6_bn3", "stage5_block3_conv3"):
+        for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    # Only the head trains; the frozen BN layers keep their statistics through a training step.
+    assert [w.path for w in model.trainable_weights] == ["logits/kernel", "logits/bias"]
+    before = model.get_layer("stem_bn").moving_mean.numpy().copy()
+    losses_over_steps(model, *random_batch((32, 32, 3), 3), steps=1)
+    np.testing.assert_array_equal(model.get_layer("stem_bn").moving_mean.numpy(), before)
+
+
+def test_resnet50_weights_errors_name_the_file(tmp_path):
+    with pytest.raises(UserError, match="not found: .*missing.keras"):
+        build_model("resnet50", (32, 32, 3), 2, weights=tmp_path / "missing.keras")
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_text("not weights")
+    with pytest.raises(UserError, match="junk.weights.h5"):
+        build_model("resnet50", (32, 32, 3), 2, weights=junk)
+
+
+def test_mixed_precision_keeps_logits_and_variables_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_model("cnn", (32, 32, 3), 3, width=8, depths=(1,))
+        assert model.get_layer("stage1_block1_conv1").compute_dtype == "float16"
+        assert model.get_layer("stem_bn").moving_variance.dtype == "float32"
+        images, labels = random_batch((32, 32, 3), 3)
+        assert model(images).dtype == "float32"
+        losses = losses_over_steps(model, images, labels, steps=3)
+        assert np.isfinite(losses).all()
+    finally:
+        keras.config.set_dtype_policy("float32")

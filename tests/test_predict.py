@@ -1,0 +1,130 @@
+"""Predict with every model kind: same top classes, boxes, output formats, unreadable images skipped."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers_export import (
+    NAMES,
+    cli,
+    single_class_crop,
+    tiny_model,
+    train_tiny,
+    write_images,
+    write_run,
+    write_store,
+)
+from yolol_tf.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    store = write_store(root / "store")
+    return write_run(root / "run", train_tiny(tiny_model(), steps=40), store, thresholds=[0.5, 0.4, 0.6])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths, _ = write_images(folder)
+    (folder / "sub" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _tops(preds):
+    return {(p.image.name, p.box): max(p.probabilities, key=p.probabilities.get) for p in preds}
+
+
+def _check_same_as_keras(run, model, images, capsys):
+    from yolol_tf.predict import predict
+
+    reference = predict(run / "best.keras", [images], progress=False)
+    preds = predict(model, [images], batch_size=3, progress=False)
+    assert len(preds) == 8  # the broken image is skipped, notes.txt is not an image
+    assert "broken.jpg" in capsys.readouterr().err
+    assert _tops(preds) == _tops(reference)
+    ref_probs = np.array([list(p.probabilities.values()) for p in reference])
+    probs = np.array([list(p.probabilities.values()) for p in preds])
+    return np.abs(probs - ref_probs).max()
+
+
+def test_run_folder_and_keras_file_agree_and_skip_unreadable(run, images, capsys):
+    from yolol_tf.predict import predict
+
+    preds = predict(run, [images], progress=False)
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "skipped" in err
+    names = ["img0.png", "img1.PNG", "img2.bmp", "img3.png", "img4.png", "img5.PNG", "img6.bmp", "img7.png"]
+    assert sorted(p.image.name for p in preds) == sorted(names)
+    for p in preds:
+        # Only classes at or above their own threshold are listed, most probable first.
+        assert all(s >= [0.5, 0.4, 0.6][NAMES.index(n)] for n, s in p.labels)
+        assert [s for _, s in p.labels] == sorted((s for _, s in p.labels), reverse=True)
+    assert _check_same_as_keras(run, run / "best.keras", images, capsys) == 0
+
+
+def test_savedmodel_and_tflite_give_the_same_top_classes(run, images, capsys):
+    from yolol_tf.export import export
+
+    savedmodel = export(run, "savedmodel", verbose=False).path
+    tflite = export(run, "tflite", verbose=False).path
+    assert _check_same_as_keras(run, savedmodel, images, capsys) < 1e-4
+    assert _check_same_as_keras(run, tflite, images, capsys) < 1e-4
+
+
+@pytest.mark.large
+def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
+    from yolol_tf.export import export
+    from yolol_tf.predict import load_runner
+
+    int8 = export(run, "tflite", quantize="int8", num_calibration=64, verbose=False).path
+    runner = load_runner(int8)
+    assert runner.quantized and runner.labels.thresholds == [0.5, 0.4, 0.6]
+    assert _check_same_as_keras(run, int8, images, capsys) < 0.05
+
+
+def test_boxes_are_classified_one_by_one(run, tmp_path):
+    import cv2
+
+    from yolol_tf.predict import predict
+
+    # A 64x128 image: a "red" object on the left, a "blue" one on the right.
+    image = np.full((64, 128, 3), 30, np.uint8)
+    image[16:48, 8:40] = single_class_crop(0, seed=1)
+    image[8:56, 72:120] = cv2.resize(single_class_crop(2, seed=2), (48, 48))
+    cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "scene.txt").write_text("5 0.1875 0.5 0.25 0.5\n\n7 0.75 0.5 0.375 0.75\n")
+    preds = predict(run, [tmp_path / "scene.png"], boxes=labels, progress=False)
+    assert [(p.box, p.xyxy) for p in preds] == [(0, (8, 16, 40, 48)), (2, (72, 8, 120, 56))]
+    assert [p.labels[0][0] for p in preds] == ["red", "blue"]
+
+
+def test_formats(run, images):
+    from yolol_tf.predict import format_predictions, predict
+
+    preds = predict(run, [images / "img0.png"], progress=False)
+    rows = json.loads(format_predictions(preds, "json"))
+    assert rows[0]["image"].endswith("img0.png") and set(rows[0]["probabilities"]) == set(NAMES)
+    assert [d["name"] for d in rows[0]["labels"]] == [n for n, _ in preds[0].labels]
+    table = list(csv.DictReader(io.StringIO(format_predictions(preds, "csv"))))
+    assert float(table[0]["red"]) == pytest.approx(preds[0].probabilities["red"], abs=1e-6)
+    assert "img0.png" in format_predictions(preds, "table")
+    with pytest.raises(UserError, match="xml"):
+        format_predictions(preds, "xml")
+
+
+def test_cli_writes_csv_and_names_missing_paths(run, images, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    assert cli("predict", str(run), str(images), "--format", "csv", "--out", str(out)) == 0
+    assert len(list(csv.DictReader(out.open()))) == 8
+    assert cli("predict", str(run), str(tmp_path / "missing")) == 2
+    assert "missing" in capsys.readouterr().err

@@ -1,0 +1,254 @@
+"""The hyperparameter search: outputs, resume, failed trials, space files, and a chief with two workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers_tune import TinySource, tiny_config
+from yolol_tf.errors import UserError
+from yolol_tf.tune_space import load_space, space_table, train_values
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def count_builds(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Counts model builds (one per trial run); the list holds each build's options."""
+    import yolol_tf.models as models
+
+    real = models.build_model
+    calls: list = []
+
+    def counting(name, input_shape, num_classes, **options):
+        calls.append(options)
+        return real(name, input_shape, num_classes, **options)
+
+    monkeypatch.setattr(models, "build_model", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-trial random search of a tiny cnn."""
+    from yolol_tf.tune import tune
+
+    out = tmp_path_factory.mktemp("tune") / "search"
+    return tune(tiny_config(str(out)), source=TinySource())
+
+
+def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
+    from yolol_tf.config import resolve
+    from yolol_tf.models import build_model
+    from yolol_tf.train import TrainConfig
+
+    trials = pd.read_csv(searched / "trials.csv")
+    for column in ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",
+                   "augment", "batch_size", "score", "epochs", "seconds", "peak_memory_mb", "error"):
+        assert column in trials.columns, column
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    assert (trials["epochs"] == 1).all() and (trials["seconds"] > 0).all() and (trials["peak_memory_mb"] > 0).all()
+    assert trials["score"].between(0, 1).all()
+    # The space file fixed or narrowed these.
+    assert set(trials["width"]) <= {4, 8} and set(trials["depths"]) == {"1-1"} and set(trials["batch_size"]) == {16}
+    assert (searched / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (searched / "keras_tuner" / "oracle.json").is_file()
+
+    best = resolve(TrainConfig, searched / "best.yaml", {})
+    # The objective is maximised: best.yaml is the highest-scoring trial.
+    top = trials.loc[trials["score"].idxmax()]
+    assert best.model == "cnn" and best.size == 32 and best.batch_size == 16
+    assert best.learning_rate == pytest.approx(top["learning_rate"])
+    assert best.model_options["width"] == top["width"] and best.model_options["depths"] == [1, 1]
+    assert build_model(best.model, (32, 32, 3), 3, **best.model_options).output_shape == (None, 3)
+
+
+def test_rerun_continues_and_never_reruns_finished_trials(searched: Path, count_builds: list) -> None:
+    from yolol_tf.tune import tune
+
+    before = pd.read_csv(searched / "trials.csv")
+    tune(tiny_config(str(searched)), source=TinySource())
+    assert count_builds == []
+    tune(tiny_config(str(searched), max_trials=3), source=TinySource())
+    assert len(count_builds) == 1
+    after = pd.read_csv(searched / "trials.csv")
+    assert len(after) == 3 and list(after["status"]) == ["COMPLETED"] * 3
+    pd.testing.assert_frame_equal(after.iloc[:2][before.columns], before, check_dtype=False)
+
+
+def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path, tmp_path: Path, count_builds: list) -> None:
+    from yolol_tf.tune import tune
+
+    with pytest.raises(UserError, match="different search.*epochs"):
+        tune(tiny_config(str(searched), epochs=2), source=TinySource())
+    assert count_builds == []
+    out = tmp_path / "fresh"
+    tune(tiny_config(str(out), max_trials=1), source=TinySource())
+    tune(tiny_config(str(out), max_trials=1, overwrite=True), source=TinySource())
+    assert len(count_builds) == 2
+    assert len(pd.read_csv(out / "trials.csv")) == 1
+
+
+def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yolol_tf.models as models
+    from yolol_tf.tune import tune
+
+    real, calls = models.build_model, []
+
+    def first_crashes(*args, **options):
+        calls.append(options)
+        if len(calls) == 1:
+            raise MemoryError("simulated out of memory")
+        return real(*args, **options)
+
+    monkeypatch.setattr(models, "build_model", first_crashes)
+    out = tune(tiny_config(str(tmp_path / "s")), source=TinySource())
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["status"]) == ["FAILED", "COMPLETED"]
+    assert "simulated out of memory" in trials["error"][0]
+    assert trials["seconds"][0] > 0 and pd.isna(trials["score"][0])
+    assert (out / "best.yaml").is_file()
+
+
+def test_the_search_stops_after_failures_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yolol_tf.models as models
+    from yolol_tf.tune import tune
+
+    def always_crashes(*args, **options):
+        raise ValueError("bad hyperparameters")
+
+    monkeypatch.setattr(models, "build_model", always_crashes)
+    with pytest.raises(UserError, match="last 2 trials failed") as error:
+        tune(tiny_config(str(tmp_path / "s"), max_trials=5, max_failures=2), source=TinySource())
+    assert error.value.exit_code == 1
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv")
+    assert list(trials["status"]) == ["FAILED", "FAILED"]
+    assert not (tmp_path / "s" / "best.yaml").exists()
+
+
+def test_space_file_narrows_fixes_and_names_unknown_parameters(tmp_path: Path) -> None:
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("learning_rate: {min: 1e-4, max: 1e-2}\nloss: [bce, asl]\ndropout: 0.2\n")
+    space = {p.name: p for p in load_space("cnn", space_file)}
+    assert (space["learning_rate"].low, space["learning_rate"].high, space["learning_rate"].log) == (1e-4, 1e-2, True)
+    assert space["loss"].values == ("bce", "asl") and space["dropout"].kind == "fixed"
+    assert space["dropout"].values == (0.2,)
+    assert load_space("cnn", None, fixed={"batch_size": 48})[-1].values == (48,)
+
+    space_file.write_text("dropuot: 0.2\nwidht: 8\n")
+    with pytest.raises(UserError, match=r"space.yaml: unknown search parameter\(s\) dropuot, widht for cnn"):
+        load_space("cnn", space_file)
+    space_file.write_text("loss: [bce, hinge]\n")
+    with pytest.raises(UserError, match="loss='hinge' is not one of"):
+        load_space("cnn", space_file)
+    space_file.write_text("learning_rate: {min: 0.1, max: 0.01}\n")
+    with pytest.raises(UserError, match="needs min < max"):
+        load_space("cnn", space_file)
+
+
+def test_sampled_values_become_train_settings() -> None:
+    values = {"learning_rate": 0.003, "width_scale": 0.5, "depth": 3, "dropout": 0.1, "batch_norm": True,
+              "loss": "asl", "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.5, "focal_gamma": None, "augment": 0.25,
+              "batch_size": 64, "tuner/epochs": 2}
+    settings = train_values("dense", values)
+    assert settings["model_options"] == {"dropout": 0.1, "widths": [256, 128, 64], "batch_norm": True}
+    assert settings["loss"] == "asl" and settings["asl_gamma_neg"] == 4.0 and "focal_gamma" not in settings
+    assert "tuner/epochs" not in settings and settings["batch_size"] == 64
+
+
+def test_help_shows_every_search_space() -> None:
+    from typer.testing import CliRunner
+
+    from yolol_tf.cli import app
+
+    result = CliRunner().invoke(app, ["tune", "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    for model in ("dense", "cnn", "resnet50"):
+        assert f"{model}:" in result.output
+        for line in space_table(model).splitlines()[:2]:
+            assert line.split()[0] in result.output
+    assert "small_input" in result.output and "asl_gamma_neg" in result.output
+
+
+def test_cli_names_a_bad_space_file_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolol_tf.cli import main
+
+    bad = tmp_path / "space.yaml"
+    bad.write_text("dropout: 0.2\nlearning_rat: 0.1\n")
+    assert main(["tune", "cnn", "--space", str(bad), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rat" in err and str(bad) in err and "Traceback" not in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.large
+def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "search"
+    address = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.helpers_tune", "--out", str(out), "--max-trials", "3"]
+    roles = [["--chief", address], ["--worker", address, "--worker-id", "w1"],
+             ["--worker", address, "--worker-id", "w2"]]
+    logs = [open(tmp_path / f"{i}.log", "w") for i in range(3)]  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen(command + role, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+             for role, log in zip(roles, logs, strict=True)]
+    try:
+        deadline = time.monotonic() + 150
+        # Stop early if any process fails: the others would wait for it.
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            if any(p.returncode not in (None, 0) for p in procs):
+                break
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    output = "\n".join((tmp_path / f"{i}.log").read_text() for i in range(3))
+    assert [p.returncode for p in procs] == [0, 0, 0], output[-3000:]
+
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["trial_id"]) == [0, 1, 2] and (trials["status"] == "COMPLETED").all(), trials
+    assert trials["score"].notna().all() and set(trials["worker"]) <= {"w1", "w2"}
+    # Each trial ran once: one stats file, one worker, and the chief's oracle holds every result.
+    for trial_dir in sorted((out / "keras_tuner").glob("trial_*")):
+        state = json.loads((trial_dir / "trial.json").read_text())
+        assert state["status"] == "COMPLETED" and state["score"] is not None
+    assert len(list((out / "keras_tuner").glob("trial_*/stats.json"))) == 3
+    assert (out / "best.yaml").is_file()
+
+
+def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolol_tf.cli import main
+
+    store = TinySource().write_store(tmp_path / "store")
+    space = tmp_path / "space.yaml"
+    space.write_text("width: 4\ndepths: [1-1]\nloss: bce\n")
+    out = tmp_path / "search"
+    args = ["tune", "cnn", "--data", str(store), "--max-trials", "1", "--epochs", "1", "--space", str(space),
+            "--batch-size", "16", "--out", str(out), "--train-best", "--train-epochs", "1"]
+    try:
+        status = main(args)
+    except SystemExit as e:  # Typer's standalone mode exits on success
+        status = e.code
+    assert status == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["status"]) == ["COMPLETED"] and trials["width"][0] == 4
+    assert (out / "best" / "best.keras").is_file() and (out / "best" / "metrics.json").is_file()
+    assert "best val_map" in capsys.readouterr().out

@@ -1,0 +1,168 @@
+"""Keras callbacks of a training run: exact validation mAP, the best and last checkpoints, metrics on logits.
+
+Checkpoints are written through a temporary file and a rename, so a run killed while saving never leaves a
+half-written ``best.keras`` or ``last.keras``; they hold the model without optimizer or compile settings,
+so any tool loads them with ``keras.saving.load_model`` and no custom objects beyond the model's layers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from yolol_tf.errors import UserError
+
+
+@keras.saving.register_keras_serializable(package="yolol_tf")
+class LogitF1Score(keras.metrics.F1Score):
+    """F1 score (micro or macro) of a model that outputs logits: sigmoid, then the threshold.
+
+    Args:
+        average: "micro" or "macro" (see ``keras.metrics.F1Score``).
+        threshold: decision threshold on the sigmoid probability.
+        name: the metric's name in logs.
+    """
+
+    def __init__(self, average: str = "macro", threshold: float = 0.5, name: str = "f1", **kwargs):
+        super().__init__(average=average, threshold=threshold, name=name, **kwargs)
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        super().update_state(y_true, ops.sigmoid(ops.cast(y_pred, "float32")), sample_weight)
+
+
+def predict_probs(
+    model: keras.Model, dataset: tf.data.Dataset, activation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs ``model`` over a (images, labels) dataset once: (labels, probabilities) as numpy arrays.
+
+    Args:
+        model: outputs logits.
+        dataset: batched, not shuffled.
+        activation: "sigmoid" or "softmax", applied to the logits.
+    """
+    labels, logits = [], []
+    for x, y in dataset:
+        # predict_on_batch reuses the model's compiled predict function across calls and epochs.
+        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
+        labels.append(np.asarray(y))
+    if not logits:
+        raise UserError("The validation split is empty; training needs a few validation samples")
+    z = np.concatenate(logits)
+    if activation == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        prob = e / e.sum(axis=1, keepdims=True)
+    else:
+        prob = 1.0 / (1.0 + np.exp(-z))
+    return np.concatenate(labels), prob
+
+
+class MAPCallback(keras.callbacks.Callback):
+    """Puts the exact validation mAP (mean over classes of average precision) into logs as ``val_map``.
+
+    Keras' streaming PR-AUC is an approximation over fixed thresholds; model selection and the tuner use
+    this exact figure instead. Place it first so later callbacks (checkpoint, early stopping, CSV and
+    TensorBoard logs) see it.
+
+    Args:
+        val_dataset: the validation split, batched, not shuffled.
+        activation: "sigmoid" or "softmax".
+    """
+
+    def __init__(self, val_dataset: tf.data.Dataset, activation: str = "sigmoid"):
+        super().__init__()
+        self.val_dataset = val_dataset
+        self.activation = activation
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from yolol_tf.metrics import mean_average_precision
+
+        y_true, y_prob = predict_probs(self.model, self.val_dataset, self.activation)
+        value = float(mean_average_precision(y_true, y_prob))
+        if logs is not None:
+            logs["val_map"] = value
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
+    """Saves ``model``'s layers and weights (no optimizer, no compile settings) through a rename.
+
+    Args:
+        model: a functional model.
+        path: the ``.keras`` file to (over)write.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    # A fresh functional wrapper over the same layers is uncompiled, so the file carries no loss/metric
+    # objects that a loader would need to import.
+    keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
+    os.replace(tmp, path)
+
+
+def monitor_mode(monitor: str) -> str:
+    """Mode "min" for losses, "max" for every other figure (map, f1, auc, accuracy)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model when the monitored figure improves.
+
+    Args:
+        path: the ``.keras`` file.
+        monitor: a key of the epoch logs, e.g. "val_map".
+        initial_best: the best value of earlier epochs of a resumed run, so a worse epoch after resuming
+            does not replace the real best.
+        initial_epoch: the epoch that ``initial_best`` came from.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        monitor: str,
+        initial_best: float | None = None,
+        initial_epoch: int | None = None,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor)
+        self.best = initial_best
+        self.best_epoch = initial_epoch
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None or (isinstance(self.best, float) and math.isnan(self.best)):
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise UserError(
+                f"monitor={self.monitor!r} is not a figure this run logs. Available: {', '.join(sorted(logs))}"
+            )
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch = value, epoch
+            save_model_atomic(self.model, self.path)
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    """Saves the model at the end of every epoch.
+
+    Args:
+        path: the ``.keras`` file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_model_atomic(self.model, self.path)

@@ -1,0 +1,73 @@
+"""CLI commands: evaluate, history (registered on the shared Typer app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from yolol_tf.cli.app import app
+from yolol_tf.errors import UserError
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """Prints ``text``, or writes it to ``out`` (atomically) and says where."""
+    if out is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+        return
+    from yolol_tf.config import atomic_write_text
+
+    atomic_write_text(out, text if text.endswith("\n") else text + "\n")
+    typer.echo(f"wrote {out}", err=True)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: str = typer.Argument(..., metavar="RUN|MODEL", help="A run folder or a .keras file."),
+    data: str | None = typer.Option(
+        None, "--data", help="Store, YOLO dataset or Sign-MNIST CSV (default: the data the run trained on)."
+    ),
+    split: str = typer.Option("test", "--split", help="Which split to evaluate: test, val or train."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv (the per-class table)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the report to this file instead of printing it."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per prediction batch."),
+) -> None:
+    """Evaluate a model: mAP, F1 (micro, macro, samples), precision, recall, Hamming loss, exact match.
+
+    Figures are given at the per-class thresholds tuned on the validation split (from labels.json) and
+    at 0.5, with a per-class table; a single-label model also reports accuracy.
+
+    Example: yolol-tf evaluate saved_models/cnn-demo --split test --format json --out metrics.json
+    """
+    from yolol_tf.evaluate import FORMATS, evaluate, format_report
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
+    result = evaluate(model, data, split, batch_size=batch_size)
+    _emit(format_report(result, fmt), out)
+
+
+@app.command("history")
+def history_command(
+    run: Path = typer.Argument(..., metavar="RUN", help="A run folder (or its logs/ folder)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the table as CSV to this file."),
+    all_scalars: bool = typer.Option(
+        False, "--all", help="Every scalar, not only the per-epoch ones (batch-level steps included)."
+    ),
+) -> None:
+    """Print a run's TensorBoard scalars as a table, one row per epoch, or write them as CSV.
+
+    Example: yolol-tf history saved_models/cnn-demo --out history.csv
+    """
+    import pandas as pd
+
+    from yolol_tf.history import read_history
+
+    table = read_history(run, epoch_only=not all_scalars)
+    if out is not None:
+        _emit(table.to_csv(), out)
+        return
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_rows", None):
+        typer.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))

@@ -1,0 +1,171 @@
+"""Sign Language MNIST: CSV files of 28x28 grayscale hand signs, for the dense network.
+
+Format (Kaggle "Sign Language MNIST"): a header ``label,pixel1,...,pixel784``, then one image a row,
+``label`` in 0..24 (the letters A..Y; J and Z need motion and have no samples), pixels in 0..255.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import string
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from yolol_tf.data.info import DatasetInfo
+from yolol_tf.errors import UserError
+
+NAMES = list(string.ascii_uppercase[:25])  # "A".."Y"; index 9 ("J") never occurs
+SIDE = 28
+HEADER = ["label"] + [f"pixel{i}" for i in range(1, SIDE * SIDE + 1)]
+SPLIT_SEED = 0  # the train/val split never depends on the training seed, so runs stay comparable
+
+
+def _first_bad(path: Path, frame: pd.DataFrame, bad: np.ndarray, what: str) -> UserError:
+    """A UserError naming the first bad cell: file, line (header = line 1), column and value."""
+    row, col = (int(v) for v in np.argwhere(bad)[0])
+    value = frame.iat[row, col]
+    if pd.isna(value):
+        value = "(empty)"
+    elif isinstance(value, str):
+        value = repr(value)  # quoted, so stray spaces or letters show
+    else:
+        value = str(getattr(value, "item", lambda: value)())
+    return UserError(f"{path}:{row + 2}: {frame.columns[col]} {what}. Received: {value}")
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: Path, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    del mtime_ns, size  # part of the cache key only: an edited file is read again
+    try:
+        frame = pd.read_csv(path, engine="c")
+    except pd.errors.ParserError as e:
+        raise UserError(f"{path}: not a Sign-MNIST CSV ({e})") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty file, expected a header `label,pixel1,...,pixel784`") from None
+    columns = [c.strip() for c in frame.columns]
+    if columns != HEADER:
+        wrong = next((i for i, (a, b) in enumerate(zip(columns, HEADER)) if a != b), min(len(columns), 785))
+        found = columns[wrong] if wrong < len(columns) else "(nothing)"
+        expected = HEADER[wrong] if wrong < len(HEADER) else "(end of line)"
+        raise UserError(
+            f"{path}:1: header column {wrong + 1} should be {expected!r}. Received: {found!r} "
+            f"(expected `label,pixel1,...,pixel784`, {len(HEADER)} columns; found {len(columns)})"
+        )
+    if frame.empty:
+        raise UserError(f"{path}: no rows after the header")
+    # Only columns pandas could not read as numbers need the slow element-wise look.
+    numbers = frame.apply(lambda c: c if c.dtype.kind in "iuf" else pd.to_numeric(c, errors="coerce"))
+    numbers = numbers.to_numpy(np.float64)
+    bad = np.isnan(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        raise _first_bad(path, frame, bad, "must be a whole number")
+    labels, pixels = numbers[:, 0], numbers[:, 1:]
+    bad_label = (labels < 0) | (labels >= len(NAMES))
+    if bad_label.any():
+        raise _first_bad(path, frame, np.c_[bad_label, np.zeros_like(pixels, bool)], "must be in 0..24")
+    bad_pixel = (pixels < 0) | (pixels > 255)
+    if bad_pixel.any():
+        raise _first_bad(path, frame, np.c_[np.zeros_like(labels, bool), bad_pixel], "must be in 0..255")
+    images = pixels.astype(np.uint8).reshape(-1, SIDE, SIDE, 1)
+    return images, labels.astype(np.int32)
+
+
+def read_sign_mnist(csv_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Reads and checks a Sign-MNIST CSV (cached while the file is unchanged).
+
+    Args:
+        csv_path: the CSV file.
+
+    Returns:
+        (uint8 images [N, 28, 28, 1], int32 labels [N]).
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise UserError(f"Sign-MNIST CSV not found: {path}")
+    stat = path.stat()
+    return _read(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+def split_indices(n: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, val) row indices: a fixed permutation, the first part held out."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise UserError(
+            f"validation_fraction must be between 0 and 1. Received: validation_fraction={validation_fraction}"
+        )
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_val = max(1, int(round(n * validation_fraction)))
+    if n_val >= n:
+        raise UserError(f"Too few rows ({n}) to hold out {validation_fraction:.0%} for validation")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def load_sign_mnist(
+    csv_path: str | os.PathLike,
+    batch_size: int = 32,
+    *,
+    training: bool = False,
+    augment: float = 0.0,
+    seed: int | None = None,
+    validation_fraction: float | None = None,
+    subset: str | None = None,
+    drop_remainder: bool = False,
+    repeat: bool = False,
+):
+    """A Sign-MNIST CSV as batches of (uint8 [B, 28, 28, 1], float32 one-hot [B, 25]).
+
+    Args:
+        csv_path: the CSV file.
+        batch_size: samples per batch.
+        training: shuffle (every epoch) and apply ``augment``.
+        augment: augmentation strength in [0, 1], used only when training.
+        seed: makes shuffling and augmentation repeatable.
+        validation_fraction: hold out this fraction of the rows (deterministically); ``subset`` then
+            picks "train" (the rest) or "val" (the held-out rows).
+        subset: "train" or "val" with ``validation_fraction``; without it, the name the whole file's
+            split gets in ``info.counts`` (default "train").
+        drop_remainder: drop a last, smaller batch.
+        repeat: repeat forever.
+
+    Returns:
+        (tf.data.Dataset, DatasetInfo).
+
+    Example:
+        >>> ds, info = load_sign_mnist("sign_mnist_train.csv", validation_fraction=0.1, subset="train")  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    from yolol_tf.data.pipeline import augment_dataset
+
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    if not 0.0 <= augment <= 1.0:
+        raise UserError(f"augment must be in [0, 1]. Received: augment={augment}")
+    images, labels = read_sign_mnist(csv_path)
+    if validation_fraction is not None:
+        if subset not in ("train", "val"):
+            raise UserError(f"subset must be 'train' or 'val' with validation_fraction. Received: subset={subset!r}")
+        train_idx, val_idx = split_indices(len(labels), validation_fraction)
+        counts = {"train": len(train_idx), "val": len(val_idx)}
+        chosen = train_idx if subset == "train" else val_idx
+        images, labels = images[chosen], labels[chosen]
+    else:
+        counts = {subset or "train": len(labels)}
+    info = DatasetInfo(
+        names=list(NAMES), num_classes=len(NAMES), image_shape=(SIDE, SIDE, 1), counts=counts,
+        single_label=True, source=str(csv_path),
+    )  # fmt: skip
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, len(NAMES), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = augment_dataset(ds, augment, seed)
+    return ds.prefetch(tf.data.AUTOTUNE), info

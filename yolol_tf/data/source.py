@@ -1,0 +1,155 @@
+"""One entry point from a user's ``--data`` to tf.data datasets: demo data, a store, YOLO or Sign-MNIST.
+
+``train``, ``evaluate`` and ``tune`` call :func:`open_data` and then ``source.dataset(split, ...)``,
+never caring which kind of data is behind it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolol_tf.data.info import INFO_FILE, SPLITS, DatasetInfo, read_info
+from yolol_tf.errors import UserError
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the samples come from, and how to get each split as a dataset.
+
+    Args:
+        info: classes, sample shape and counts per split.
+        store: the store folder, or None for Sign-MNIST CSVs.
+        splits: splits that have samples, in the order train, val, test.
+        csv_files: for Sign-MNIST, per split: (CSV path, validation_fraction, subset) as passed to
+            :func:`yolol_tf.data.load_sign_mnist`.
+    """
+
+    info: DatasetInfo
+    store: Path | None
+    splits: list[str]
+    csv_files: dict[str, tuple[Path, float | None, str | None]] = field(default_factory=dict)
+
+    def dataset(
+        self,
+        split: str,
+        batch_size: int = 32,
+        *,
+        training: bool = False,
+        augment: float = 0.0,
+        seed: int | None = None,
+        drop_remainder: bool = False,
+        repeat: bool = False,
+    ) -> Any:
+        """The split as a ``tf.data.Dataset`` of (uint8 images, float32 labels); see ``load``.
+
+        Args:
+            split: one of ``self.splits``.
+            batch_size: samples per batch.
+            training: shuffle and augment.
+            augment: augmentation strength in [0, 1], used only when training.
+            seed: makes shuffling and augmentation repeatable.
+            drop_remainder: drop a last, smaller batch.
+            repeat: repeat forever.
+        """
+        if split not in self.splits:
+            raise UserError(f"No {split!r} split in {self.info.source}. Splits: {', '.join(self.splits)}")
+        options = dict(training=training, augment=augment, seed=seed, drop_remainder=drop_remainder, repeat=repeat)
+        if self.store is not None:
+            from yolol_tf.data.pipeline import load
+
+            return load(self.store, split, batch_size, **options)
+        from yolol_tf.data.sign_mnist import load_sign_mnist
+
+        path, fraction, subset = self.csv_files[split]
+        ds, _ = load_sign_mnist(path, batch_size, validation_fraction=fraction, subset=subset, **options)
+        return ds
+
+
+def _sign_mnist_source(train_csv: Path, val_csv: Path | None) -> DataSource:
+    from yolol_tf.data.sign_mnist import NAMES, SIDE, read_sign_mnist, split_indices
+
+    fraction = 0.1
+    train_idx, val_idx = split_indices(len(read_sign_mnist(train_csv)[1]), fraction)
+    counts = {"train": len(train_idx), "val": len(val_idx)}
+    csv_files: dict[str, tuple[Path, float | None, str | None]] = {
+        "train": (train_csv, fraction, "train"),
+        "val": (train_csv, fraction, "val"),
+    }
+    if val_csv is not None:  # the separate file is held back for the final report only
+        counts["test"] = len(read_sign_mnist(val_csv)[1])
+        csv_files["test"] = (val_csv, None, "test")
+    info = DatasetInfo(
+        names=list(NAMES), num_classes=len(NAMES), image_shape=(SIDE, SIDE, 1), counts=counts,
+        single_label=True, source=str(train_csv),
+    )  # fmt: skip
+    return DataSource(info=info, store=None, splits=list(counts), csv_files=csv_files)
+
+
+def _store_source(store: Path) -> DataSource:
+    info = read_info(store)
+    splits = [s for s in SPLITS if info.counts.get(s, 0) > 0]
+    splits += [s for s in info.counts if s not in splits and info.counts[s] > 0]
+    return DataSource(info=info, store=store, splits=splits)
+
+
+def _is_csv(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def open_data(
+    data: str | os.PathLike | None,
+    *,
+    val: str | os.PathLike | None = None,
+    size: int = 64,
+    context: float = 0.0,
+    min_visible: float = 0.5,
+    min_box: float = 2.0,
+    mode: str = "crop",
+    strict: bool = False,
+) -> DataSource:
+    """Opens the user's ``--data``, preparing a store first where needed.
+
+    Args:
+        data: None (the embedded demo dataset), a Sign-MNIST CSV, a store folder (with dataset.json),
+            or a YOLO dataset (a data.yaml or a dataset folder), which is converted once into a cached
+            store with the options below.
+        val: only with a CSV: a second Sign-MNIST CSV used as the "test" split (the final report);
+            "train" and "val" are a fixed 90/10 split of ``data``.
+        size: crop side in pixels (YOLO data only; a store keeps the size it was prepared with).
+        context: crop context, as in ``prepare``.
+        min_visible: as in ``prepare``.
+        min_box: as in ``prepare``.
+        mode: "crop" or "image", as in ``prepare``.
+        strict: fail on the first data problem, as in ``prepare``.
+
+    Example:
+        >>> source = open_data(None)  # doctest: +SKIP
+        >>> train_ds = source.dataset("train", 32, training=True, augment=0.5)  # doctest: +SKIP
+    """
+    options = dict(size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode, strict=strict)
+    if data is None:
+        from yolol_tf.data.demo import demo_data_path
+
+        data = demo_data_path()
+    path = Path(data).expanduser()
+    if val is not None and not _is_csv(path):
+        raise UserError(
+            f"--val is only for Sign-MNIST CSV data (a YOLO dataset names its own splits). Received: val={val}"
+        )
+    if _is_csv(path):
+        if not path.is_file():
+            raise UserError(f"Sign-MNIST CSV not found: {path}")
+        val_path = Path(val).expanduser() if val is not None else None
+        if val_path is not None and not val_path.is_file():
+            raise UserError(f"--val CSV not found: {val_path}")
+        return _sign_mnist_source(path, val_path)
+    if not path.exists():
+        raise UserError(f"--data not found: {path} (expected a data.yaml, a dataset folder, a store or a CSV)")
+    if path.is_dir() and (path / INFO_FILE).is_file():
+        return _store_source(path)
+    from yolol_tf.data.store import prepare
+
+    return _store_source(prepare(path, **options))

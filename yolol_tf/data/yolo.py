@@ -1,0 +1,378 @@
+"""Finding a YOLO dataset's images, label files and class names, and parsing label files.
+
+Three layouts are understood:
+
+- Ultralytics: a ``data.yaml`` with ``path``, ``train``, ``val`` and optional ``test`` (each a folder, a list of
+  folders, or a ``.txt`` listing image paths) and ``names`` (a list or an ``{id: name}`` mapping).
+- Roboflow and Kaggle exports: ``data.yaml`` beside ``train/ valid/ test/``, with paths such as
+  ``../train/images`` that are resolved against the yaml's folder and, when wrong, retried without the
+  leading ``../`` (as Ultralytics does).
+- A plain folder with ``images/``, ``labels/`` and ``classes.txt`` (``images/train`` etc. become splits).
+
+A label file sits where the image path has its last ``images`` segment replaced by ``labels`` and its
+extension by ``.txt``. Problems with the data are collected as ``Problem`` records rather than raised, so a
+dataset converts what is sound.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolol_tf.config import read_yaml
+from yolol_tf.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SPLITS = ("train", "val", "test")
+# Keys a data.yaml may use for each split; Roboflow writes "valid".
+_SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+COORD_TOLERANCE = 1e-3  # label tools round; values this far outside [0, 1] are clipped silently
+
+# Problem kinds, in the order the summary lists them.
+PROBLEM_KINDS = {
+    "class": "class id out of range",
+    "fields": "wrong field count",
+    "number": "non-numeric value",
+    "bounds": "coordinates outside [0, 1]",
+    "zero_size": "zero-size box",
+    "image": "unreadable or missing image",
+    "orphan_label": "label file without an image",
+    "encoding": "undecodable text",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the dataset, reported once.
+
+    Attributes:
+        kind: a key of ``PROBLEM_KINDS``.
+        file: absolute path of the file at fault.
+        line: 1-based line number, or None for a whole file.
+        value: the offending text.
+        message: what is wrong.
+    """
+
+    kind: str
+    file: str
+    line: int | None
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}. Received: {self.value!r}"
+
+
+@dataclass(frozen=True)
+class Box:
+    """One object of a label file, in normalised coordinates clipped to [0, 1].
+
+    Attributes:
+        line: 0-based line of the box in its label file.
+        cls: class id.
+    """
+
+    line: int
+    cls: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """An image of the dataset and where its label file would be.
+
+    Attributes:
+        image: absolute path of the image.
+        label: absolute path of its label file (which may not exist: no objects).
+        rel: the image path relative to the dataset root, with ``/`` separators.
+    """
+
+    image: str
+    label: str
+    rel: str
+
+
+@dataclass(frozen=True)
+class YoloDataset:
+    """A YOLO dataset found on disk.
+
+    Attributes:
+        root: the dataset root (index.csv paths are relative to it).
+        source: the data.yaml or folder the user named.
+        names: class names by id.
+        splits: images per split ("train", "val", "test"), sorted, splits without images left out.
+        problems: problems found while listing (missing images, label files without an image).
+    """
+
+    root: Path
+    source: Path
+    names: list[str]
+    splits: dict[str, list[ImageItem]]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has one of the image extensions, in any letter case."""
+    return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def label_path(image: str) -> str:
+    """The label file of ``image``: last ``images`` segment replaced by ``labels``, extension ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return os.path.splitext(sb.join(image.rsplit(sa, 1)))[0] + ".txt"
+
+
+def find_dataset(data: str | os.PathLike) -> YoloDataset:
+    """Finds the layout of a YOLO dataset and lists its images.
+
+    Args:
+        data: a data.yaml, or a dataset folder (holding a data.yaml, or images/, labels/, classes.txt).
+
+    Raises:
+        UserError: when the dataset or one of the folders its yaml names does not exist, or its class
+            names are missing or malformed.
+    """
+    path = Path(data).expanduser().absolute()
+    if not path.exists():
+        raise UserError(f"Dataset not found: {path}")
+    if path.is_file():
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise UserError(f"Expected a data.yaml or a dataset folder. Received: {path}")
+        return _from_yaml(path)
+    for name in ("data.yaml", "data.yml", "dataset.yaml"):
+        if (path / name).is_file():
+            return _from_yaml(path / name)
+    return _from_folder(path)
+
+
+def _parse_names(names: Any, nc: Any, source: Path) -> list[str]:
+    """Class names from a yaml's ``names`` (list or {id: name}) and ``nc``."""
+    if isinstance(names, dict):
+        try:
+            by_id = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: 'names' keys must be class ids. Received: {list(names)}") from None
+        if sorted(by_id) != list(range(len(by_id))):
+            raise UserError(f"{source}: 'names' ids must be 0..{len(by_id) - 1}. Received: {sorted(by_id)}")
+        result = [by_id[i] for i in range(len(by_id))]
+    elif isinstance(names, (list, tuple)):
+        result = [str(n) for n in names]
+    elif names is None and isinstance(nc, int) and nc > 0:
+        result = [str(i) for i in range(nc)]
+    else:
+        raise UserError(f"{source}: 'names' must be a list or an {{id: name}} mapping. Received: {names!r}")
+    if not result:
+        raise UserError(f"{source}: 'names' is empty")
+    if nc is not None and nc != len(result):
+        raise UserError(f"{source}: 'nc' does not match the {len(result)} names. Received: nc={nc!r}")
+    return result
+
+
+def _resolve(entry: str, root: Path, yaml_dir: Path) -> Path | None:
+    """An existing path for a yaml entry, tolerating the wrong ``../`` of Roboflow exports."""
+    p = Path(entry).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    candidates = [root / p, yaml_dir / p]
+    if entry.startswith("../"):
+        candidates += [root / entry[3:], yaml_dir / entry[3:]]
+    return next((Path(os.path.normpath(c)) for c in candidates if c.exists()), None)
+
+
+def _from_yaml(yaml_path: Path) -> YoloDataset:
+    """An Ultralytics or Roboflow dataset described by ``yaml_path``."""
+    cfg = read_yaml(yaml_path)
+    names = _parse_names(cfg.get("names"), cfg.get("nc"), yaml_path)
+    yaml_dir = yaml_path.parent
+    root = yaml_dir
+    if cfg.get("path"):
+        given = Path(str(cfg["path"])).expanduser()
+        given = given if given.is_absolute() else yaml_dir / given
+        # Exports often carry the exporting machine's absolute path: fall back to the yaml's folder.
+        if given.is_dir():
+            root = Path(os.path.normpath(given))
+    if not any(cfg.get(k) for keys in _SPLIT_KEYS.values() for k in keys):
+        raise UserError(f"{yaml_path}: names no split. Expected 'train', 'val' and optionally 'test'")
+    splits: dict[str, list[ImageItem]] = {}
+    problems: list[Problem] = []
+    for split, keys in _SPLIT_KEYS.items():
+        key = next((k for k in keys if cfg.get(k)), None)
+        if key is None:
+            continue
+        entries = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+        images: list[str] = []
+        for entry in entries:
+            found = _resolve(str(entry), root, yaml_dir)
+            if found is None:
+                raise UserError(f"{yaml_path}: '{key}' not found (looked in {root}). Received: {entry!r}")
+            images += _list_images(found, root, problems)
+        splits[split] = _items(images, root)
+    return _finish(root, yaml_path, names, splits, problems)
+
+
+def _from_folder(root: Path) -> YoloDataset:
+    """A plain folder with images/, labels/ and classes.txt (images/<split>/ or train/images/ for splits)."""
+    classes = root / "classes.txt"
+    if not classes.is_file():
+        raise UserError(
+            f"{root}: no data.yaml and no classes.txt. Expected one of them in the dataset folder"
+        )
+    try:
+        names = [n.strip() for n in classes.read_text(encoding="utf-8-sig").splitlines() if n.strip()]
+    except UnicodeDecodeError as e:
+        raise UserError(f"{classes}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not names:
+        raise UserError(f"{classes}: no class names (expected one name a line)")
+    problems: list[Problem] = []
+    splits: dict[str, list[ImageItem]] = {}
+    for split, keys in _SPLIT_KEYS.items():
+        for key in keys:
+            for folder in (root / "images" / key, root / key / "images"):
+                if folder.is_dir():
+                    splits.setdefault(split, [])
+                    splits[split] += _items(_list_images(folder, root, problems), root)
+    if not splits:
+        if not (root / "images").is_dir():
+            raise UserError(f"{root}: no images/ folder and no data.yaml")
+        splits["train"] = _items(_list_images(root / "images", root, problems), root)
+    return _finish(root, root, names, splits, problems)
+
+
+def _finish(
+    root: Path, source: Path, names: list[str], splits: dict[str, list[ImageItem]], problems: list[Problem]
+) -> YoloDataset:
+    splits = {s: sorted(set(items), key=lambda i: i.rel) for s, items in splits.items() if items}
+    if not splits:
+        raise UserError(f"{source}: no images found (extensions: {', '.join(IMAGE_SUFFIXES)})")
+    problems += _orphan_labels([i for items in splits.values() for i in items])
+    return YoloDataset(root, source, names, {s: splits[s] for s in SPLITS if s in splits}, problems)
+
+
+def _list_images(path: Path, root: Path, problems: list[Problem]) -> list[str]:
+    """Image paths in a folder (recursively) or listed in a .txt file, as absolute strings."""
+    if path.is_dir():
+        return sorted(
+            os.path.join(d, f)
+            for d, _, files in os.walk(path, followlinks=True)
+            for f in files
+            if is_image(f)
+        )
+    if not path.suffix.lower() == ".txt":
+        return [str(path)] if is_image(path) else []
+    images = []
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8").strip().lstrip("\ufeff")
+        except UnicodeDecodeError:
+            problems.append(Problem("encoding", str(path), n, repr(raw)[2:-1], "not UTF-8 text"))
+            continue
+        if not line:
+            continue
+        p = Path(line).expanduser()
+        found = p if p.is_absolute() else next((c for c in (path.parent / p, root / p) if c.exists()), None)
+        if found is None or not found.is_file():
+            problems.append(Problem("image", str(path), n, line, "image listed but not found"))
+        else:
+            images.append(os.path.normpath(found))
+    return images
+
+
+def _items(images: list[str], root: Path) -> list[ImageItem]:
+    return [ImageItem(i, label_path(i), Path(os.path.relpath(i, root)).as_posix()) for i in images]
+
+
+def _orphan_labels(items: list[ImageItem]) -> list[Problem]:
+    """Label files in the dataset's label folders that belong to no image."""
+    expected = {i.label for i in items}
+    folders = sorted({os.path.dirname(i.label) for i in items})
+    seen = set()
+    problems = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for f in sorted(os.listdir(folder)):
+            path = os.path.join(folder, f)
+            if f.endswith(".txt") and f != "classes.txt" and path not in expected and path not in seen:
+                seen.add(path)
+                problems.append(Problem("orphan_label", path, None, f, "label file without an image"))
+    return problems
+
+
+def parse_labels(path: str, num_classes: int) -> tuple[list[Box], list[Problem]]:
+    """Reads a YOLO label file: sound boxes, and one problem per unsound line.
+
+    A line is ``class cx cy w h`` (normalised) or a segmentation ``class x1 y1 x2 y2 ...`` (its polygon's
+    bounding box). A missing or empty file means no objects.
+
+    Args:
+        path: the label file.
+        num_classes: class ids must be in ``0..num_classes-1``.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        return [], [Problem("encoding", path, None, "", f"cannot read label file ({e.strerror or e})")]
+    boxes, problems = [], []
+    for i, raw in enumerate(data.split(b"\n")):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = repr(raw[e.start : e.end])[2:-1]
+            problems.append(Problem("encoding", path, i + 1, bad, "not UTF-8 text"))
+            continue
+        text = text.lstrip("\ufeff").strip()
+        if text:
+            result = _parse_line(text, num_classes)
+            if isinstance(result, tuple):
+                problems.append(Problem(result[0], path, i + 1, result[1], result[2]))
+            else:
+                boxes.append(Box(i, *result))
+    return boxes, problems
+
+
+def _parse_line(text: str, num_classes: int) -> list | tuple[str, str, str]:
+    """``[cls, x1, y1, x2, y2]`` for a sound line, else ``(kind, value, message)``."""
+    fields = text.split()
+    n = len(fields)
+    if n < 5 or (n > 5 and n % 2 == 0):
+        return "fields", text, f"expected 'class cx cy w h' or 'class x1 y1 x2 y2 ...' (found {n} fields)"
+    values = []
+    for f in fields:
+        try:
+            v = float(f)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v):
+            return "number", f, "not a number"
+        values.append(v)
+    cls = values[0]
+    if not cls.is_integer():
+        return "number", fields[0], "class id is not a whole number"
+    if not 0 <= cls < num_classes:
+        return "class", fields[0], f"class id out of range 0..{num_classes - 1}"
+    coords = values[1:]
+    if n == 5:
+        cx, cy, w, h = coords
+        if w <= 0 or h <= 0:
+            return "zero_size", text, "zero-size box"
+        xs, ys = (cx - w / 2, cx + w / 2), (cy - h / 2, cy + h / 2)
+    else:
+        xs, ys = coords[0::2], coords[1::2]
+    lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
+    if lo < -COORD_TOLERANCE or hi > 1 + COORD_TOLERANCE:
+        return "bounds", text, "coordinates outside [0, 1]"
+    x1, y1 = max(0.0, min(xs)), max(0.0, min(ys))
+    x2, y2 = min(1.0, max(xs)), min(1.0, max(ys))
+    if x2 <= x1 or y2 <= y1:
+        return "zero_size", text, "zero-size box"
+    return [int(cls), x1, y1, x2, y2]

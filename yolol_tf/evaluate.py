@@ -1,0 +1,301 @@
+"""Evaluate a trained model on one split: every figure at the tuned thresholds and at 0.5.
+
+``evaluate("saved_models/cnn-demo")`` loads the run's ``best.keras`` and ``labels.json``, opens the data
+the run was trained on (its ``config.yaml``; else the demo data), predicts the split and returns
+:func:`yolol_tf.metrics.report` twice: at the per-class thresholds tuned on the validation split during
+training (``tuned``) and at 0.5 (``default``). :func:`format_report` turns the result into a terminal
+table, CSV or JSON; the ``yolol-tf evaluate`` command is a thin shell over both.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from yolol_tf import metrics
+from yolol_tf.errors import UserError
+from yolol_tf.runs import Labels, ResolvedModel, resolve_model
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from yolol_tf.data import DatasetInfo, DataSource
+
+FORMATS = ("table", "json", "csv")
+# Settings of a run's config.yaml that decide which samples the model sees (passed on to open_data).
+_DATA_KEYS = ("val", "size", "context", "min_visible", "mode")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Two branches so that large |x| neither overflows exp nor loses the tiny probabilities.
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict_probs(
+    model: keras.Model, dataset: tf.data.Dataset, activation: str = "sigmoid"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model over a dataset of (images, labels) and returns truth and probabilities.
+
+    Args:
+        model: a model that outputs one logit per class (as every yolol-tf builder does).
+        dataset: batches of (uint8 or float images, multi-hot labels), e.g. ``DataSource.dataset("test", 64)``.
+        activation: "sigmoid" (multi-label) or "softmax" (single-label), applied to the logits in float64.
+
+    Returns:
+        (y_true float32 [N, C], y_prob float64 [N, C]).
+    """
+    if activation not in ("sigmoid", "softmax"):
+        raise UserError(f"activation must be 'sigmoid' or 'softmax'. Received: activation={activation!r}")
+    import tensorflow as tf
+
+    truths, logits = [], []
+    for images, labels in dataset:
+        # The models take float pixels 0..255; stores hold uint8.
+        out = model.predict_on_batch(tf.cast(images, tf.float32))
+        logits.append(np.asarray(out, dtype=np.float64))
+        truths.append(np.asarray(labels, dtype=np.float32))
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float64)
+    z = np.concatenate(logits)
+    probs = _softmax(z) if activation == "softmax" else _sigmoid(z)
+    return np.concatenate(truths), probs
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml as a mapping ({} without one)."""
+    if not (run_dir / "config.yaml").is_file():
+        return {}
+    from yolol_tf.config import read_yaml
+
+    return read_yaml(run_dir / "config.yaml")
+
+
+def _load_keras_model(path: Path) -> keras.Model:
+    if path.suffix != ".keras":
+        raise UserError(
+            f"evaluate reads Keras models (.keras files or run folders). Received: {path}. "
+            "Evaluate the run folder the export came from instead."
+        )
+    import keras
+
+    import yolol_tf.models
+
+    # Importing every builder module registers the custom layers (our BatchNormalization) for loading.
+    _ = yolol_tf.models.MODELS
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # a corrupt, truncated or foreign file: Keras raises many kinds
+        raise UserError(f"{path}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
+
+
+def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: int) -> DataSource:
+    """Opens ``data``, or the data the model's run trained on, prepared the way the run prepared it."""
+    from yolol_tf.data import open_data
+
+    # A model file inside a run folder (RUN/last.keras) still knows the data its run trained on.
+    config = _read_run_config(resolved.run_dir or resolved.model_path.parent)
+    options = {k: config[k] for k in _DATA_KEYS if config.get(k) is not None}
+    if data is not None:
+        options.pop("val", None)  # the run's extra test CSV belongs to the run's data, not to this one
+    options.setdefault("size", size)
+    return open_data(data if data is not None else config.get("data"), **options)
+
+
+def _check_fit(model_path: Path, num_outputs: int, input_shape: tuple, info: DatasetInfo) -> None:
+    """Refuses data whose class count or image shape the model cannot take."""
+    if info.num_classes != num_outputs:
+        raise UserError(
+            f"The model {model_path} has {num_outputs} classes but the data {info.source} has "
+            f"{info.num_classes}; evaluate it on the data it was trained on"
+        )
+    if None not in input_shape and tuple(info.image_shape) != input_shape:
+        raise UserError(
+            f"The model {model_path} takes {'x'.join(map(str, input_shape))} images but the data "
+            f"{info.source} holds {'x'.join(map(str, info.image_shape))}; prepare it with "
+            f"--size {input_shape[0]}"
+        )
+
+
+def evaluate(
+    model: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    split: str = "test",
+    *,
+    batch_size: int = 64,
+    thresholds: list[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Evaluates a model on one split of a dataset.
+
+    Args:
+        model: a run folder (its ``best.keras`` is used) or a ``.keras`` file, with ``labels.json`` beside
+            it for names and tuned thresholds (without one: ``class_0``... and 0.5).
+        data: a store folder, a YOLO dataset (data.yaml or folder), a Sign-MNIST CSV, or None for the data
+            the run was trained on (its ``config.yaml``), else the embedded demo data.
+        split: "test", "val" or "train".
+        batch_size: samples per prediction batch.
+        thresholds: per-class thresholds that replace the tuned ones from ``labels.json``.
+
+    Returns:
+        A JSON-ready dict: ``model``, ``data``, ``split``, ``samples``, ``activation``, ``names``,
+        ``warnings`` (e.g. class names that differ from the data's), ``tuned`` (a
+        :func:`yolol_tf.metrics.report` at the tuned thresholds) and ``default`` (at 0.5).
+
+    Example:
+        >>> result = evaluate("saved_models/cnn-demo", split="test")  # doctest: +SKIP
+        >>> print(format_report(result))  # doctest: +SKIP
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1. Received: batch_size={batch_size}")
+    resolved = resolve_model(model)
+    keras_model = _load_keras_model(resolved.model_path)
+    num_outputs = int(keras_model.outputs[0].shape[-1])
+    input_shape = tuple(keras_model.inputs[0].shape[1:])
+    if resolved.labels_path is None:
+        labels = Labels.default(num_outputs, input_shape)
+    else:
+        labels = Labels.load(resolved.labels_path)
+    if len(labels.names) != num_outputs:
+        raise UserError(
+            f"{resolved.labels_path}: {len(labels.names)} class names but the model "
+            f"{resolved.model_path} has {num_outputs} outputs"
+        )
+    thresholds = labels.thresholds if thresholds is None else thresholds
+    if len(thresholds) != num_outputs:
+        raise UserError(f"{len(thresholds)} thresholds given for {num_outputs} classes")
+
+    source = _open_source(resolved, data, int(input_shape[0] or labels.input_shape[0]))
+    info = source.info
+    if split not in source.splits:
+        raise UserError(
+            f"Split {split!r} is not in the data {info.source}. Available splits: {', '.join(source.splits)}"
+        )
+    _check_fit(resolved.model_path, num_outputs, input_shape, info)
+    warnings = []
+    if list(info.names) != list(labels.names):
+        warnings.append(
+            f"class names differ between the model ({', '.join(labels.names)}) and the data "
+            f"({', '.join(info.names)}); figures are matched by class index"
+        )
+
+    y_true, y_prob = predict_probs(keras_model, source.dataset(split, batch_size), labels.activation)
+    if len(y_true) == 0:
+        raise UserError(f"Split {split!r} of {info.source} has no samples")
+    single_label = labels.activation == "softmax" or info.single_label
+    names = list(labels.names)
+    return {
+        "model": str(resolved.model_path),
+        "data": str(info.source),
+        "split": split,
+        "samples": int(len(y_true)),
+        "activation": labels.activation,
+        "names": names,
+        "warnings": warnings,
+        "tuned": metrics.report(y_true, y_prob, np.asarray(thresholds), names, single_label=single_label),
+        "default": metrics.report(
+            y_true, y_prob, metrics.DEFAULT_THRESHOLD, names, single_label=single_label
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+_SUMMARY = [
+    ("accuracy", "accuracy (argmax)"),
+    ("f1_micro", "F1 micro"),
+    ("f1_macro", "F1 macro"),
+    ("f1_samples", "F1 samples"),
+    ("precision_micro", "precision micro"),
+    ("precision_macro", "precision macro"),
+    ("recall_micro", "recall micro"),
+    ("recall_macro", "recall macro"),
+    ("hamming_loss", "Hamming loss"),
+    ("exact_match", "exact match"),
+]
+CSV_COLUMNS = [
+    "class",
+    "ap",
+    "precision",
+    "recall",
+    "f1",
+    "support",
+    "threshold",
+    "precision_at_0.5",
+    "recall_at_0.5",
+    "f1_at_0.5",
+]
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _class_rows(result: dict[str, Any]) -> list[list[Any]]:
+    """One row per class in CSV_COLUMNS order: figures at the tuned thresholds, then F1 etc. at 0.5."""
+    pairs = zip(result["tuned"]["per_class"], result["default"]["per_class"], strict=True)
+    tuned_keys = ("name", "ap", "precision", "recall", "f1", "support", "threshold")
+    return [[t[k] for k in tuned_keys] + [d["precision"], d["recall"], d["f1"]] for t, d in pairs]
+
+
+def format_report(result: dict[str, Any], fmt: str = "table") -> str:
+    """Renders an :func:`evaluate` result.
+
+    Args:
+        result: what :func:`evaluate` returned.
+        fmt: "table" (summary and per-class table for a terminal), "csv" (the per-class table, one row per
+            class, at the tuned thresholds and at 0.5) or "json" (everything; NaN as null).
+    """
+    if fmt == "json":
+        return json.dumps(metrics.json_safe(result), indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in _class_rows(result):
+            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+        return buffer.getvalue()
+    if fmt != "table":
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: format={fmt!r}")
+
+    tuned, default = result["tuned"], result["default"]
+    lines = [
+        f"model   {result['model']}",
+        f"data    {result['data']}  split={result['split']}  samples={result['samples']}  "
+        f"classes={tuned['classes']}  positive labels={tuned['support']}",
+        *(f"warning: {w}" for w in result.get("warnings", [])),
+        "",
+        f"{'mAP':<20}{_num(tuned['map']):>10}",
+        f"{'':<20}{'tuned':>10}{'@0.5':>10}",
+    ]
+    for key, title in _SUMMARY:
+        if key in tuned:
+            lines.append(f"{title:<20}{_num(tuned[key]):>10}{_num(default[key]):>10}")
+    width = max([5, *(len(n) for n in result["names"])])
+    lines += [
+        "",
+        f"{'class':<{width}}  {'AP':>6}  {'P':>6}  {'R':>6}  {'F1':>6}  {'thresh':>6}  "
+        f"{'F1@0.5':>6}  {'support':>7}",
+    ]
+    for name, ap, p, r, f1, support, thr, _, _, f1_default in _class_rows(result):
+        lines.append(
+            f"{name:<{width}}  {_num(ap, 3):>6}  {_num(p, 3):>6}  {_num(r, 3):>6}  {_num(f1, 3):>6}  "
+            f"{_num(thr, 3):>6}  {_num(f1_default, 3):>6}  {support:>7d}"
+        )
+    return "\n".join(lines) + "\n"

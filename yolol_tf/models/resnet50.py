@@ -1,0 +1,218 @@
+"""ResNet-50 (He et al. 2016) from its blocks, with our BatchNormalization throughout.
+
+The layout is that of ``keras.applications.ResNet50`` (v1: stride on the first 1x1 convolution, biased
+convolutions, BN epsilon 1.001e-5), so the backbone has exactly its parameter count; layers are named by stage
+and block as in the paper's table 1 (``stage2_block1_conv1`` ... ``stage5_block3_bn3``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import keras
+
+from yolol_tf.errors import UserError
+from yolol_tf.models.layers import BatchNormalization
+
+Norm = Callable[[str], keras.layers.Layer]
+
+NORMS = {"ours": BatchNormalization, "keras": keras.layers.BatchNormalization}
+# (filters of the bottleneck, blocks) of stages 2..5, table 1 of the paper.
+STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
+# The backbone is every layer before the pooled features; the head is what follows it.
+BACKBONE_PREFIXES = ("stem_", "stage")
+
+
+def apply_bottleneck(x, filters: int, stride: int, name: str, norm: Norm, projection: bool = False):
+    """The 1x1-3x3-1x1 bottleneck block, with a projection shortcut where the shape changes.
+
+    Args:
+        x: input tensor.
+        filters: channels of the two inner convolutions; the block outputs ``4 * filters``.
+        stride: stride of the first 1x1 convolution and of the projection (2 halves the resolution).
+        name: prefix of the block's layer names, e.g. ``stage3_block1``.
+        norm: makes a normalisation layer given its name.
+        projection: use a 1x1 convolution on the shortcut (the first block of each stage).
+
+    Returns:
+        The block's output tensor.
+    """
+    shortcut = x
+    if projection:
+        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
+        shortcut = norm(f"{name}_shortcut_bn")(shortcut)
+    x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_conv1")(x)
+    x = norm(f"{name}_bn1")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_relu1")(x)
+    x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
+    x = norm(f"{name}_bn2")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_relu2")(x)
+    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_conv3")(x)
+    x = norm(f"{name}_bn3")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def apply_stem(x, norm: Norm, small_input: bool):
+    """The 7x7 convolution and 3x3 max pooling that take the image to a quarter of its size.
+
+    Args:
+        x: rescaled image tensor.
+        norm: makes a normalisation layer given its name.
+        small_input: keep the resolution (stride 1, no pooling), for 32..64 px crops.
+
+    Returns:
+        The stem's output tensor.
+    """
+    stride = 1 if small_input else 2
+    x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
+    x = keras.layers.Conv2D(64, 7, strides=stride, name="stem_conv")(x)
+    x = norm("stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    if not small_input:
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+    return x
+
+
+def build_resnet50(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    norm: str = "ours",
+    small_input: bool = False,
+    dropout: float = 0.0,
+    weights: str | Path | None = None,
+    freeze_backbone: bool = False,
+    synchronized_bn: bool = False,
+    name: str = "resnet50",
+) -> keras.Model:
+    """Builds ResNet-50 with a global-average-pooled, optionally dropped-out, linear head.
+
+    Args:
+        input_shape: image shape ``(height, width, channels)``, 32 to 224 px or more; pixels 0..255.
+        num_classes: number of logits.
+        norm: ``"ours"`` (yolol_tf's BatchNormalization) or ``"keras"`` (keras.layers.BatchNormalization),
+            for comparison.
+        small_input: drop the stem's downsampling (stride and max pooling), for 32..64 px crops.
+        dropout: dropout rate before the logits.
+        weights: a local ``.keras`` or ``.weights.h5`` file of this network (any head, any ``norm``);
+            layers are matched by name and those of another shape (a head for other classes) are skipped.
+        freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode) to train the
+            head first.
+        synchronized_bn: aggregate BN moments across replicas under a distribution strategy.
+        name: the model's name.
+
+    Returns:
+        An uncompiled functional model mapping raw pixels to float32 logits.
+    """
+    if norm not in NORMS:
+        raise UserError(f"resnet50: norm must be one of {sorted(NORMS)}. Received: norm={norm!r}")
+    if min(input_shape[:2]) < 32:
+        raise UserError(f"resnet50: images must be at least 32 px. Received: input_shape={tuple(input_shape)}")
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"resnet50: dropout must be in [0, 1). Received: dropout={dropout}")
+    make_norm = functools.partial(NORMS[norm], epsilon=1.001e-5, synchronized=bool(synchronized_bn))
+
+    def norm_layer(layer_name: str) -> keras.layers.Layer:
+        return make_norm(name=layer_name)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="pixels")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = apply_stem(x, norm_layer, small_input)
+    for stage, (filters, blocks) in enumerate(STAGES, start=2):
+        for block in range(1, blocks + 1):
+            stride = 2 if block == 1 and stage > 2 else 1
+            x = apply_bottleneck(
+                x, filters, stride, f"stage{stage}_block{block}", norm_layer, projection=block == 1
+            )
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        load_weights_by_name(model, weights)
+    if freeze_backbone:
+        for layer in backbone_layers(model):
+            layer.trainable = False
+    return model
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Returns the layers of a ResNet-50 built here that belong to the backbone (stem and stages)."""
+    return [layer for layer in model.layers if layer.name.startswith(BACKBONE_PREFIXES)]
+
+
+def load_weights_by_name(model: keras.Model, path: str | Path) -> int:
+    """Copies weights from a local Keras 3 ``.keras`` or ``.weights.h5`` file into matching layers.
+
+    A ``.keras`` file names its layers, so layers are matched by name; a bare ``.weights.h5`` file does not,
+    so they are matched by position among layers of the same class, as ``Model.load_weights`` does. Either
+    way a layer whose weights have other shapes in the file (a head for a different number of classes), or
+    that the file lacks, keeps its initial weights.
+
+    Args:
+        model: the model to fill.
+        path: the weights file; nothing is downloaded.
+
+    Returns:
+        The number of layers loaded.
+    """
+    import h5py  # a Keras dependency; imported here because only transfer learning needs it
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"resnet50: weights file not found: {path}")
+    own_keys = _storage_keys((type(layer).__name__, layer.name) for layer in model.layers)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+                source = io.BytesIO(archive.read("model.weights.h5"))
+            saved_layers = config["config"]["layers"]
+            keys = _storage_keys((entry["class_name"], entry["config"]["name"]) for entry in saved_layers)
+        else:
+            source, keys = path, own_keys
+        with h5py.File(source, "r") as store:
+            loaded = _assign(model, store["layers"], keys)
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"resnet50: {path} is not a Keras 3 .keras or .weights.h5 file ({error})") from None
+    if loaded == 0:
+        raise UserError(f"resnet50: no layer of {path} matches this network's layers")
+    return loaded
+
+
+def _storage_keys(layers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Maps layer names to the keys Keras 3 stores their weights under (class name in snake case + ordinal)."""
+    counts: dict[str, int] = {}
+    keys = {}
+    for class_name, name in layers:
+        key = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", class_name)).lower()
+        counts[key] = counts.get(key, -1) + 1
+        keys[name] = key if counts[key] == 0 else f"{key}_{counts[key]}"
+    return keys
+
+
+def _assign(model: keras.Model, stored, keys: dict[str, str]) -> int:
+    loaded = 0
+    for layer in model.layers:
+        key = keys.get(layer.name)
+        if not layer.weights or key not in stored or "vars" not in stored[key]:
+            continue
+        saved = stored[key]["vars"]
+        values = [saved[str(i)][()] for i in range(len(saved))]
+        if len(values) != len(layer.weights) or any(
+            tuple(v.shape) != tuple(w.shape) for v, w in zip(values, layer.weights)
+        ):
+            continue
+        for variable, value in zip(layer.weights, values):
+            variable.assign(value)
+        loaded += 1
+    return loaded
