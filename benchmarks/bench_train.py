@@ -82,9 +82,10 @@ def throughput(model_name: str, steps: int) -> dict:
     runs = (("cached", cached), ("pipeline", pipeline), ("plain", plain), ("cached2", cached))
     for name, ds in runs:
         timer = EpochTimer()
-        # Epoch 1 traces and warms up; epoch 2 is the steady state.
-        model.fit(ds, steps_per_epoch=steps, epochs=2, verbose=0, callbacks=[timer.callback], shuffle=False)
-        result[name] = timer.times[-1] / steps
+        # Epoch 1 traces and warms up; the fastest later epoch is the steady state least disturbed by
+        # other processes on the machine.
+        model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0, callbacks=[timer.callback], shuffle=False)
+        result[name] = min(timer.times[1:]) / steps
     cached_step = min(result.pop("cached"), result.pop("cached2"))  # either side of the pipeline run
     result["images_per_s"] = config.batch_size / result["pipeline"]
     result["images_per_s_cached"] = config.batch_size / cached_step
@@ -174,7 +175,8 @@ def main() -> None:
         for r in results:
             linear = linear_baseline(r["config"], r["epochs"])
             print(f"linear baseline on the {r['model']} crops ({r['size']} px, {r['epochs']} epochs): test mAP "
-                  f"{linear:.3f}; {r['model']} / linear = {r['test_map'] / linear:.2f}x")  # fmt: skip
+                  f"{linear:.3f}; {r['model']} / linear = {r['test_map'] / linear:.2f}x, "
+                  f"{(1 - linear) / max(1e-9, 1 - r['test_map']):.1f}x fewer ranking errors (1 - mAP)")  # fmt: skip
 
 
 if __name__ == "__main__":

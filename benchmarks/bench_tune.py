@@ -4,9 +4,10 @@ Runs a random search of a small cnn on a synthetic Sign-MNIST CSV (real ``open_d
 in the same process, builds, compiles and fits each trial's configuration directly (the baseline: no
 tuner). Prints per-trial seconds and memory (from trials.csv), the tuner/plain time ratio, and the
 growth of resident memory from trial to trial (it should stay flat: the session is cleared between
-trials).
+trials, but TensorFlow keeps some memory of every traced model: tensorflow#61791). Then the same search
+with ``trials_per_process=2`` (each pair of trials in a fresh process) shows memory staying flat.
 
-    python benchmarks/bench_tune.py [--trials 8] [--rows 900] [--epochs 1]
+    python benchmarks/bench_tune.py [--trials 4] [--rows 600] [--epochs 1] [--per-process 2]
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def plain_fit(config, source) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=900)
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--per-process", type=int, default=2, help="trials per process of the last search (0: skip)")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
 
@@ -91,6 +93,14 @@ def main() -> None:
             values = train_values("cnn", {k: (None if pd.isna(v) else v) for k, v in row.items()})
             options = {**values, "model_options": values["model_options"], "data": base.data}
             plain.append(plain_fit(TrainConfig(**{**options, "epochs": args.epochs}), source))
+        recycled = None
+        if args.per_process:
+            start = time.perf_counter()
+            out2 = tune(TuneConfig(model="cnn", data=str(csv), tuner="random", max_trials=args.trials,
+                                   epochs=args.epochs, space=str(space), out=str(tmp / "search2"), verbose=0,
+                                   trials_per_process=args.per_process))
+            recycled_seconds = time.perf_counter() - start
+            recycled = pd.read_csv(out2 / "trials.csv")
 
     cols = ["trial_id", "status", "width", "depths", "loss", "seconds", "peak_memory_mb", "memory_start_mb",
             "memory_end_mb"]
@@ -105,6 +115,11 @@ def main() -> None:
     print(f"peak RSS per trial: {done['peak_memory_mb'].min():.0f}..{done['peak_memory_mb'].max():.0f} MB; "
           f"RSS at trial start after the first trial: {steady['memory_start_mb'].iloc[0]:.0f} -> "
           f"{steady['memory_start_mb'].iloc[-1]:.0f} MB, slope {growth:+.1f} MB/trial")
+    if recycled is not None:
+        print(f"\nwith trials_per_process={args.per_process}: {len(recycled)} trials in {recycled_seconds:.1f} s")
+        print(recycled[cols].to_string(index=False))
+        print(f"peak RSS per trial: {recycled['peak_memory_mb'].min():.0f}..{recycled['peak_memory_mb'].max():.0f} MB "
+              f"(in-process: {done['peak_memory_mb'].min():.0f}..{done['peak_memory_mb'].max():.0f} MB)")
 
 
 if __name__ == "__main__":

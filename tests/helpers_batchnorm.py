@@ -16,13 +16,13 @@ def twin_layers(axis: int, dtype: str = "float32", **settings):
     return ours, theirs
 
 
-def copy_weights(source, target, seed: int = 0) -> None:
-    """Gives both layers the same non-trivial gamma, beta and moving statistics."""
+def copy_weights(*layers, seed: int = 0) -> None:
+    """Gives the layers the same non-trivial gamma, beta and moving statistics (positive, around 1)."""
     rng = np.random.default_rng(seed)
-    for a, b in zip(source.weights, target.weights):
-        value = rng.uniform(0.5, 1.5, a.shape).astype("float32")
-        a.assign(value)
-        b.assign(value)
+    for variables in zip(*(layer.weights for layer in layers), strict=True):
+        value = rng.uniform(0.5, 1.5, variables[0].shape).astype("float32")
+        for variable in variables:
+            variable.assign(value)
 
 
 def check_synchronized_under_mirrored() -> dict:
@@ -38,7 +38,9 @@ def check_synchronized_under_mirrored() -> dict:
 
     rng = np.random.default_rng(0)
     # Replicas see differently distributed halves, so local moments differ a lot from global ones.
-    images = np.concatenate([rng.normal(0, 1, (4, 5, 5, 3)), rng.normal(3, 2, (4, 5, 5, 3))]).astype("float32")
+    images = np.concatenate([rng.normal(0, 1, (4, 5, 5, 3)), rng.normal(3, 2, (4, 5, 5, 3))]).astype(
+        "float32"
+    )
     weights = rng.normal(size=images.shape).astype("float32")
 
     reference = BatchNormalization(momentum=0.5, synchronized=True)
@@ -75,5 +77,7 @@ def check_synchronized_under_mirrored() -> dict:
         "output_gap": float(np.abs(got - expected.numpy()).max()),
         "grad_gap": float(np.abs(got_grad - expected_grad.numpy()).max()),
         "mean_gap": float(np.abs(layer.moving_mean.numpy() - reference.moving_mean.numpy()).max()),
-        "variance_gap": float(np.abs(layer.moving_variance.numpy() - reference.moving_variance.numpy()).max()),
+        "variance_gap": float(
+            np.abs(layer.moving_variance.numpy() - reference.moving_variance.numpy()).max()
+        ),
     }

@@ -47,7 +47,9 @@ def write_store(
                         "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.tobytes()])),
                         "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
                     }
-                    writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                    writer.write(
+                        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+                    )
                     ids_text = ";".join(str(i) for i in sorted(set(ids)))
                     rows.append([split, f"images/{split}/{row}.jpg", 0, 0, 0, size, size, ids_text])
                     row += 1

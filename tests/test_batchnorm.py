@@ -42,18 +42,26 @@ def _run_steps(ours, theirs, shape, dtype, steps=4):
             results.append((y, tape.gradient(loss, [x, *layer.trainable_weights])))
         (y_ours, grads_ours), (y_theirs, grads_theirs) = results
         assert y_ours.dtype == y_theirs.dtype
-        np.testing.assert_allclose(y_ours.numpy().astype("float32"), y_theirs.numpy().astype("float32"),
-                                   rtol=tolerance, atol=tolerance)
-        for g_ours, g_theirs in zip(grads_ours, grads_theirs):
+        np.testing.assert_allclose(
+            y_ours.numpy().astype("float32"),
+            y_theirs.numpy().astype("float32"),
+            rtol=tolerance,
+            atol=tolerance,
+        )
+        for g_ours, g_theirs in zip(grads_ours, grads_theirs, strict=True):
             scale = np.abs(g_theirs.numpy().astype("float32")).max() + 1.0
-            np.testing.assert_allclose(g_ours.numpy().astype("float32") / scale,
-                                       g_theirs.numpy().astype("float32") / scale, atol=tolerance)
+            np.testing.assert_allclose(
+                g_ours.numpy().astype("float32") / scale,
+                g_theirs.numpy().astype("float32") / scale,
+                atol=tolerance,
+            )
     return x
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize(
-    ("axis", "shape"), [(-1, (6, 5, 5, 4)), (1, (6, 4, 5, 5)), (3, (6, 5, 5, 4)), (-1, (8, 7)), (-1, (1, 1, 1, 4))]
+    ("axis", "shape"),
+    [(-1, (6, 5, 5, 4)), (1, (6, 4, 5, 5)), (3, (6, 5, 5, 4)), (-1, (8, 7)), (-1, (1, 1, 1, 4))],
 )
 def test_matches_keras_in_training_and_inference(axis, shape, dtype):
     ours, theirs = twin_layers(axis, dtype=dtype, momentum=0.8, epsilon=1e-3)
@@ -65,10 +73,16 @@ def test_matches_keras_in_training_and_inference(axis, shape, dtype):
     # Several steps of moving statistics, then inference with them.
     for name in ("moving_mean", "moving_variance"):
         assert getattr(ours, name).dtype == "float32"
-        np.testing.assert_allclose(getattr(ours, name).numpy(), getattr(theirs, name).numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            getattr(ours, name).numpy(), getattr(theirs, name).numpy(), rtol=1e-5, atol=1e-5
+        )
     tolerance = TOLERANCE[dtype]
-    np.testing.assert_allclose(ours(x, training=False).numpy().astype("float32"),
-                               theirs(x, training=False).numpy().astype("float32"), rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(
+        ours(x, training=False).numpy().astype("float32"),
+        theirs(x, training=False).numpy().astype("float32"),
+        rtol=tolerance,
+        atol=tolerance,
+    )
 
 
 @pytest.mark.parametrize("settings", [{"center": False}, {"scale": False}, {"center": False, "scale": False}])
@@ -92,8 +106,9 @@ def test_frozen_layer_normalises_with_moving_statistics():
 
 
 def test_config_round_trip_and_registration():
-    layer = BatchNormalization(axis=1, momentum=0.9, epsilon=1e-4, center=False, gamma_regularizer="l2",
-                               synchronized=True, name="bn")
+    layer = BatchNormalization(
+        axis=1, momentum=0.9, epsilon=1e-4, center=False, gamma_regularizer="l2", synchronized=True, name="bn"
+    )
     config = layer.get_config()
     clone = BatchNormalization.from_config(config)
     assert clone.get_config() == config
@@ -103,11 +118,14 @@ def test_config_round_trip_and_registration():
 
 def test_synchronized_matches_global_batch_under_mirrored_strategy():
     # Logical devices must be set before TensorFlow starts, hence a fresh process.
-    code = "import json; from tests.helpers_batchnorm import check_synchronized_under_mirrored as c; " \
-           "print(json.dumps(c()))"
+    code = (
+        "import json; from tests.helpers_batchnorm import check_synchronized_under_mirrored as c; "
+        "print(json.dumps(c()))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     gaps = json.loads(done.stdout.strip().splitlines()[-1])
     assert gaps.pop("replicas") == 2
@@ -120,7 +138,7 @@ def test_converts_to_tflite_builtins_folded_into_conv(tmp_path):
     x = BatchNormalization()(x)
     outputs = keras.layers.Activation("relu")(x)
     model = keras.Model(inputs, outputs)
-    copy_weights(model.layers[2], BatchNormalization())  # non-trivial gamma, beta and moving statistics
+    copy_weights(model.layers[2])  # non-trivial gamma, beta and moving statistics
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     litert = pytest.importorskip("ai_edge_litert.interpreter")

@@ -168,6 +168,17 @@ def test_conversion_is_deterministic_whatever_the_number_of_workers(tmp_path):
         assert (one / f).read_bytes() == (two / f).read_bytes(), f
 
 
+@pytest.mark.timeout(120)
+def test_workers_start_cleanly_after_the_caller_used_opencv_threads(tmp_path):
+    import cv2
+
+    # A forked child inherits OpenCV's thread-pool locks but not its threads and would hang here.
+    cv2.setNumThreads(2)
+    cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))
+    store = prepare(write_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", workers=2, progress=False)
+    assert len(_read_index(store)) == 9
+
+
 def _mtimes(store: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in store.rglob("*")}
 

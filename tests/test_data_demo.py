@@ -86,12 +86,14 @@ def test_label_files_match_rendered_boxes(full_demo: Path) -> None:
         h, w = image.shape[:2]
         rows = _labels(root / "labels" / "val" / f"val_{index:04d}.txt")
         assert [r[0] for r in rows] == [o.class_id for o in objects]
-        for (_, cx, cy, bw, bh), obj in zip(rows, objects):
+        for (_, cx, cy, bw, bh), obj in zip(rows, objects, strict=True):
             got = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
             assert np.allclose(got, obj.box, atol=0.01)
 
 
-def test_demo_data_path_generates_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_data_path_generates_once_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("YOLOL_TF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "SPLIT_SIZES", SMALL)
     path = demo.demo_data_path()

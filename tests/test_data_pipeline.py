@@ -21,7 +21,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _collect(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -69,6 +69,8 @@ def test_training_shuffles_each_epoch_and_a_seed_repeats_it(store: Path) -> None
 def test_drop_remainder_and_repeat(store: Path) -> None:
     sizes = [int(x.shape[0]) for x, _ in load(store, "val", batch_size=4)]
     assert sizes == [4, 4, 2]
+    assert int(load(store, "val", batch_size=4).cardinality()) == 3  # Keras knows the epoch length
+    assert int(load(store, "train", 4, training=True, augment=0.5, drop_remainder=True).cardinality()) == 5
     ds = load(store, "val", batch_size=4, drop_remainder=True, repeat=True)
     assert ds.element_spec[0].shape[0] == 4
     assert sum(1 for _ in ds.take(7)) == 7
@@ -147,11 +149,12 @@ def test_open_data_on_a_store(store: Path) -> None:
 @pytest.mark.large
 def test_demo_data_prepared_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOLOL_TF_CACHE", str(tmp_path / "cache"))
-    source = open_data(None, size=32)
+    # One worker: prepare forks its pool, and a fork after OpenCV used threads (other tests) can hang.
+    source = open_data(None, size=32, workers=1)
     assert source.splits == ["train", "val", "test"]
     assert source.info.num_classes == 10 and source.info.image_shape == (32, 32, 3)
     images, labels = _collect(source.dataset("val", 64))
     assert images.shape == (source.info.counts["val"], 32, 32, 3)
     np.testing.assert_array_equal(labels, _index_labels(source.store, "val", 10))
     assert labels.sum(0).min() > 0  # every class appears
-    assert open_data(None, size=32).store == source.store  # prepared once, then reused
+    assert open_data(None, size=32, workers=1).store == source.store  # prepared once, then reused

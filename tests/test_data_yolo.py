@@ -46,6 +46,12 @@ def test_wrong_yaml_path_and_roboflow_dotdot_are_tolerated(tmp_path):
     assert [i.rel for i in ds.splits["val"]] == ["valid/images/d.jpg", "valid/images/e.jpg"]
 
 
+def test_a_folder_with_one_yaml_of_another_name_uses_it(tmp_path):
+    data = write_dataset(tmp_path / "ds", "roboflow")
+    data.rename(data.with_name("fruit.yaml"))
+    assert find_dataset(tmp_path / "ds").source == tmp_path / "ds" / "fruit.yaml"
+
+
 def test_upper_case_extensions_are_images(tmp_path):
     data = write_dataset(tmp_path / "ds", "ultralytics")
     a = tmp_path / "ds/images/train/a.jpg"

@@ -189,7 +189,7 @@ def test_clean_errors(setup: dict, tmp_path: Path, capsys) -> None:
         evaluate(wide)
     (tmp_path / "broken.keras").write_text("not a model")
     assert run_cli(["evaluate", str(tmp_path / "broken.keras"), "--data", str(setup["store"])]) == 2
-    assert "cannot load the model" in capsys.readouterr().err
+    assert "cannot load the Keras model" in capsys.readouterr().err
 
 
 def test_renamed_classes_are_reported_as_a_warning(setup: dict, tmp_path: Path) -> None:

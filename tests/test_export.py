@@ -80,6 +80,17 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
     assert result.size_bytes > 0 and result.latency_ms > 0 and result.keras_latency_ms > 0
 
 
+def test_single_label_exports_softmax_probabilities(run, tmp_path):
+    from yolol_tf.export import export
+    from yolol_tf.predict import TFLiteRunner, read_tflite_labels
+
+    softmax_run = write_run(tmp_path / "softmax", tiny_model(), run.parent / "store", activation="softmax")
+    result = export(softmax_run, "tflite", verbose=False)
+    probs = TFLiteRunner(result.path)(synthetic_crops(4, seed=3)[0])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert read_tflite_labels(result.path).activation == "softmax"
+
+
 def test_float16_reports_map_beside_keras(run, tmp_path, capsys):
     from yolol_tf.export import export
 
@@ -140,6 +151,18 @@ def test_interrupted_export_leaves_nothing_under_the_final_name(run, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         export_module.export(run, "tflite", out=tmp_path / "m.tflite", verbose=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cnn_with_our_batch_norm_converts_to_builtin_ops(tmp_path):
+    from yolol_tf.export import export
+    from yolol_tf.models import build_model
+    from yolol_tf.predict import load_runner
+
+    model = build_model("cnn", (32, 32, 3), 3, width=4, depths=(1, 1), dropout=0.0)
+    model.save(tmp_path / "cnn.keras")
+    result = export(tmp_path / "cnn.keras", "tflite", verbose=False)
+    assert result.max_abs_diff <= 1e-4 and result.checked == 16  # random pixels: no data given
+    assert load_runner(result.path).labels.names == ["class_0", "class_1", "class_2"]
 
 
 def test_op_without_builtin_kernel_is_named(tmp_path):

@@ -39,7 +39,9 @@ def test_builders_take_pixels_and_return_float32_logits(name):
     assert not model.compiled
 
 
-@pytest.mark.parametrize(("shape", "small_input"), [((32, 32, 3), True), ((48, 40, 3), False), ((28, 28, 1), None)])
+@pytest.mark.parametrize(
+    ("shape", "small_input"), [((32, 32, 3), True), ((48, 40, 3), False), ((28, 28, 1), None)]
+)
 def test_resnet50_and_cnn_accept_small_and_odd_inputs(shape, small_input):
     if small_input is None:
         model = build_model("cnn", shape, 25, stem_stride=1)
@@ -87,7 +89,9 @@ def test_keras_file_round_trip_with_safe_mode(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(loaded(images, training=False).numpy(), model(images, training=False).numpy())
+    np.testing.assert_array_equal(
+        loaded(images, training=False).numpy(), model(images, training=False).numpy()
+    )
     assert isinstance(loaded.get_layer("stem_bn"), BatchNormalization)
 
 
@@ -111,7 +115,7 @@ def test_resnet50_loads_a_local_backbone_under_another_head_and_freezes_it(suffi
 
     model = build_model("resnet50", (32, 32, 3), 3, weights=str(path), freeze_backbone=True, dropout=0.2)
     for name in ("stem_conv", "stage4_block6_bn3", "stage5_block3_conv3"):
-        for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights):
+        for ours, theirs in zip(model.get_layer(name).weights, source.get_layer(name).weights, strict=True):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     # Only the head trains; the frozen BN layers keep their statistics through a training step.
     assert [w.path for w in model.trainable_weights] == ["logits/kernel", "logits/bias"]
@@ -141,3 +145,31 @@ def test_mixed_precision_keeps_logits_and_variables_float32():
         assert np.isfinite(losses).all()
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_resnet50_with_our_layer_computes_what_it_does_with_keras_layer():
+    ours = build_model("resnet50", (32, 32, 3), 3, small_input=True)
+    theirs = build_model("resnet50", (32, 32, 3), 3, small_input=True, norm="keras")
+    theirs.set_weights(ours.get_weights())
+    images, _ = random_batch((32, 32, 3), 3)
+    for training in (True, False):
+        np.testing.assert_allclose(
+            ours(images, training=training).numpy(),
+            theirs(images, training=training).numpy(),
+            rtol=1e-3,
+            atol=1e-3,
+        )
+    np.testing.assert_allclose(
+        ours.get_layer("stage5_block3_bn3").moving_variance.numpy(),
+        theirs.get_layer("stage5_block3_bn3").moving_variance.numpy(),
+        rtol=1e-4,
+    )
+
+
+@pytest.mark.large
+def test_resnet50_at_full_size_matches_the_reference_layout():
+    model = build_model("resnet50", (224, 224, 3), 1000)
+    reference = keras.applications.ResNet50(weights=None, classifier_activation=None)
+    assert model.count_params() == reference.count_params()
+    assert model.get_layer("stage5_block3_out").output.shape[1:] == (7, 7, 2048)
+    assert model(np.zeros((1, 224, 224, 3), "float32")).shape == (1, 1000)

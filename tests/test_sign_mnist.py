@@ -17,7 +17,7 @@ def write_csv(path: Path, labels: list[int], *, seed: int = 0, header: list[str]
     pixels = rng.integers(0, 256, (len(labels), 784))
     pixels[:, 0] = np.arange(len(labels))  # the top-left pixel numbers the row
     lines = [",".join(header or HEADER)]
-    lines += [",".join(map(str, [label, *row])) for label, row in zip(labels, pixels)]
+    lines += [",".join(map(str, [label, *row])) for label, row in zip(labels, pixels, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -45,7 +45,7 @@ def test_dataset_is_one_hot_with_letter_names(tmp_path: Path) -> None:
     assert info.names[0] == "A" and info.names[24] == "Y" and info.names[9] == "J"
     assert info.num_classes == 25 and info.single_label and info.image_shape == (28, 28, 1)
     assert info.counts == {"train": 5}
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
     x, y = np.concatenate(xs), np.concatenate(ys)
     assert x.dtype == np.uint8 and x.shape == (5, 28, 28, 1)
     assert y.dtype == np.float32 and y.shape == (5, 25)
@@ -83,7 +83,9 @@ def test_augmented_training_batches_stay_uint8(tmp_path: Path) -> None:
         (2, 9, "", r"train.csv:2: pixel9 must be a whole number. Received: \(empty\)"),
     ],
 )
-def test_bad_values_name_file_line_and_value(tmp_path: Path, line: int, column: int, value: str, message: str) -> None:
+def test_bad_values_name_file_line_and_value(
+    tmp_path: Path, line: int, column: int, value: str, message: str
+) -> None:
     path = write_csv(tmp_path / "train.csv", [1, 2, 3])
     _edit(path, line, column, value)
     with pytest.raises(UserError, match=message):

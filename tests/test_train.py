@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -262,3 +263,25 @@ def test_device_defaults_are_the_fastest_measured_and_flags_override(tmp_path: P
     info.write_text("processor : 0\nflags : fpu avx2 avx512f amx_bf16 avx512_bf16\n")
     assert cpu_features(info) == ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
     assert cpu_features(tmp_path / "missing") == ()
+
+
+def test_class_frequency_for_weighted_bce_counts_training_positives(store: Path) -> None:
+    from yolol_tf.data import open_data
+    from yolol_tf.train import class_frequency
+
+    source = open_data(str(store))
+    labels = np.concatenate([y.numpy() for _, y in source.dataset("train", 32)])
+    np.testing.assert_allclose(class_frequency(source, source.info), labels.mean(axis=0))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_experiment_files_are_valid_configs(path: Path) -> None:
+    from yolol_tf import config as config_lib
+    from yolol_tf.models import model_options
+    from yolol_tf.train import TrainConfig, validate
+
+    config = config_lib.resolve(TrainConfig, path, {})
+    assert set(config.model_options) <= set(model_options(config.model)), "unknown model option"
+    validate(dataclasses.replace(config, data=None))  # the 63-class file's data path is a placeholder

@@ -252,3 +252,15 @@ def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest
     assert list(trials["status"]) == ["COMPLETED"] and trials["width"][0] == 4
     assert (out / "best" / "best.keras").is_file() and (out / "best" / "metrics.json").is_file()
     assert "best val_map" in capsys.readouterr().out
+
+
+@pytest.mark.large
+def test_trials_per_process_runs_each_trial_in_a_fresh_process(tmp_path: Path) -> None:
+    from yolol_tf.tune import tune
+
+    store = TinySource().write_store(tmp_path / "store")
+    out = tune(tiny_config(str(tmp_path / "s"), data=str(store), trials_per_process=1))
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
+    assert trials["pid"].nunique() == 2 and os.getpid() not in set(trials["pid"])
+    assert (out / "best.yaml").is_file()

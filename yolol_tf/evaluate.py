@@ -94,16 +94,9 @@ def _load_keras_model(path: Path) -> keras.Model:
             f"evaluate reads Keras models (.keras files or run folders). Received: {path}. "
             "Evaluate the run folder the export came from instead."
         )
-    import keras
+    from yolol_tf.models import load_model
 
-    import yolol_tf.models
-
-    # Importing every builder module registers the custom layers (our BatchNormalization) for loading.
-    _ = yolol_tf.models.MODELS
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as e:  # a corrupt, truncated or foreign file: Keras raises many kinds
-        raise UserError(f"{path}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
+    return load_model(path)
 
 
 def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: int) -> DataSource:

@@ -40,7 +40,14 @@ from pathlib import Path
 import numpy as np
 
 from yolol_tf.errors import UserError
-from yolol_tf.predict import TFLITE_LABELS_METADATA, KerasRunner, Runner, SavedModelRunner, TFLiteRunner
+from yolol_tf.predict import (
+    TFLITE_LABELS_METADATA,
+    KerasRunner,
+    Runner,
+    SavedModelRunner,
+    TFLiteRunner,
+    load_keras,
+)
 from yolol_tf.runs import Labels, ResolvedModel, resolve_model
 
 FORMATS = ("savedmodel", "tflite")
@@ -99,8 +106,8 @@ class ExportResult:
         if self.io_quantization is not None:
             (si, zi), (so, zo) = self.io_quantization
             lines.append(
-                f"int8 input: pixel / {si:g} + {zi} (scale {si:g}, zero point {zi}); "
-                f"output: probability = (q - {zo}) * {so:g}"
+                f"int8 input: q = round(pixel / {si:g}) {'-' if zi < 0 else '+'} {abs(zi)}; "
+                f"int8 output: probability = (q {'+' if zo < 0 else '-'} {abs(zo)}) * {so:g}"
             )
         if self.forced:
             lines.append("FORCED: the export failed its check and was kept because of --force")
@@ -426,9 +433,7 @@ def export(
     if resolved.model_path.suffix != ".keras":
         raise UserError(f"Export starts from a run folder or a .keras file. Received: {resolved.model_path}")
 
-    import keras
-
-    model = keras.saving.load_model(resolved.model_path, compile=False)
+    model = load_keras(resolved.model_path)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     num_classes = int(model.outputs[0].shape[-1])
     labels = Labels.load(resolved.labels_path) if resolved.labels_path else Labels.default(num_classes, shape)
@@ -437,6 +442,8 @@ def export(
             f"{resolved.labels_path}: {len(labels.names)} names but the model has {num_classes} outputs"
         )
     dest = Path(out) if out is not None else default_destination(resolved.model_path, format, quantize)
+    if format == "tflite" and dest.is_dir():  # --out FOLDER: the default file name inside it
+        dest = dest / default_destination(resolved.model_path, format, quantize).name
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     calib, x, y = _crops(

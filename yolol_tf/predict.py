@@ -68,16 +68,22 @@ class Runner:
         raise NotImplementedError
 
 
+def load_keras(path: str | os.PathLike):
+    """Loads a ``.keras`` model with this package's custom layers registered (see ``models.load_model``)."""
+    from yolol_tf.models import load_model
+
+    return load_model(path)
+
+
 class KerasRunner(Runner):
     """A ``.keras`` model (logits out); the labels' activation is applied here."""
 
     kind = "keras"
 
     def __init__(self, path: Path, labels: Labels | None = None, model=None):
-        import keras
         import tensorflow as tf
 
-        self.model = model if model is not None else keras.saving.load_model(path, compile=False)
+        self.model = model if model is not None else load_keras(path)
         shape = tuple(int(d) for d in self.model.inputs[0].shape[1:])
         labels = labels or Labels.default(int(self.model.outputs[0].shape[-1]), shape)
         super().__init__(path, labels)
@@ -443,6 +449,7 @@ __all__ = [
     "SavedModelRunner",
     "TFLiteRunner",
     "find_images",
+    "load_keras",
     "format_predictions",
     "load_runner",
     "predict",

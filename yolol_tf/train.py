@@ -197,7 +197,7 @@ def compile_model(
     class_freq: Any = None,
     *,
     steps_per_epoch: int | None = None,
-    jit_compile: bool | str = "auto",
+    jit_compile: bool | None = None,
 ) -> Any:
     """Compiles ``model`` with the config's optimizer, learning-rate schedule, loss and training metrics.
 
@@ -208,7 +208,8 @@ def compile_model(
         class_freq: per-class positive frequency in the training split (needed by "weighted_bce").
         steps_per_epoch: steps per epoch, for the cosine schedule's length; default one pass over the
             training split.
-        jit_compile: XLA on/off (see :mod:`yolol_tf.device`).
+        jit_compile: XLA on/off; None = ``config.jit``, else the device's default (see
+            :mod:`yolol_tf.device`; never Keras' "auto", which picks XLA on CPU, where it is slower).
 
     Returns:
         The same model, compiled.
@@ -218,6 +219,10 @@ def compile_model(
     from yolol_tf.callbacks import LogitF1Score
     from yolol_tf.losses import get_loss
 
+    if jit_compile is None:
+        from yolol_tf.device import choose, detect_device
+
+        jit_compile = choose(detect_device(), config.mixed_precision, config.jit).jit
     loss_name = effective_loss(config, info)
     if loss_name == "cce" and not info.single_label:
         raise UserError(
@@ -314,12 +319,12 @@ def train(
         callbacks: extra Keras callbacks, run after the validation mAP is in the logs.
         verbose: Keras fit verbosity; default a progress bar on a terminal, one line per epoch otherwise.
     """
+    validate(config)  # first: a bad setting is named at once, before TensorFlow loads
     import keras
 
     from yolol_tf import device
     from yolol_tf.data import open_data
 
-    validate(config)
     # The strategy comes first: a multi-worker strategy must configure TensorFlow before anything runs.
     strategy, custom_loop, chief = _strategy(config.strategy)
     run_dir = run_dir_for(config, resume=resume)

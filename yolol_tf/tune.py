@@ -32,8 +32,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +42,9 @@ from keras_tuner.src.engine import conditions, tuner_utils
 
 from yolol_tf import config as config_lib
 from yolol_tf.errors import UserError
-from yolol_tf.tune_space import Param, load_space, space_to_dict, train_values
+from yolol_tf.tune_distributed import consecutive_failures, environment, role_of, serve, stop_if_failing
 from yolol_tf.tune_report import write_results
+from yolol_tf.tune_space import Param, load_space, space_to_dict, train_values
 
 # keras-tuner 1.4.8 left a debug print() in conditions.Parent.to_proto, which runs for every conditional
 # parameter of every trial sent between chief and workers; shadow it in that module only.
@@ -55,7 +54,12 @@ TUNERS = ("random", "hyperband", "bayesian")
 OBJECTIVES = ("val_map", "val_f1_macro")
 PROJECT = "keras_tuner"
 STATS_FILE = "stats.json"
-_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+_CHILD_ENV = "YOLOL_TF_TUNE_CHILD"
+_MORE_TRIALS = 75  # a child's exit status: it ran its share of trials, the search goes on
+
+
+class _ProcessDone(Exception):
+    """Raised between trials when this process ran its ``trials_per_process``."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,9 @@ class TuneConfig:
         seed: seeds the oracle, weights and shuffling.
         max_failures: stop after this many failed trials in a row.
         retries: reruns of a failed trial before it counts as FAILED.
+        trials_per_process: run the trials in fresh child processes of at most this many trials each
+            (needs ``data``, not an open ``source``). TensorFlow keeps some memory of every model a
+            process trained, even after ``clear_session`` (tensorflow#61791); a new process starts clean.
         verbose: Keras fit verbosity.
     """
 
@@ -108,6 +115,7 @@ class TuneConfig:
     seed: int = 0
     max_failures: int = 3
     retries: int = 0
+    trials_per_process: int | None = None
     verbose: int = 2
 
 
@@ -264,28 +272,12 @@ class MemorySampler:
         self.figures = {k: round(v, 1) for k, v in self.figures.items()}
 
 
-def consecutive_failures(oracle: kt.Oracle) -> int:
-    """How many trials failed in a row at the end of the finished ones."""
-    count = 0
-    for trial_id in reversed(oracle.end_order):
-        if oracle.trials[trial_id].status != "FAILED":
-            break
-        count += 1
-    return count
-
-
-def stop_if_failing(oracle: kt.Oracle, limit: int) -> bool:
-    """Stops handing out trials after ``limit`` failures in a row (the oracle then says STOPPED)."""
-    if limit and consecutive_failures(oracle) >= limit:
-        oracle.max_trials = len(oracle.trials)
-        return True
-    return False
-
-
 class _Tracked:
     """Mixed into a keras-tuner Tuner: per-trial time and memory, cleanup, and a quieter worker loop."""
 
     max_failures = 0
+    trials_limit = 0
+    _ran = 0
 
     def _populate_initial_space(self) -> None:
         # keras-tuner builds the model (several times, to find conditional parameters) just to learn
@@ -299,13 +291,17 @@ class _Tracked:
         if getattr(self, "_asked", False):
             time.sleep(0.5)
         self._asked = True
+        if self.trials_limit and self._ran >= self.trials_limit:
+            local = isinstance(self.oracle, kt.Oracle)
+            if not local or self.oracle.remaining_trials() is None or self.oracle.remaining_trials() > 0:
+                raise _ProcessDone()
 
     def on_trial_begin(self, trial: Any) -> None:
         self._asked = False
         super().on_trial_begin(trial)
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
-        stats: dict[str, Any] = {"worker": self.tuner_id}
+        stats: dict[str, Any] = {"worker": self.tuner_id, "pid": os.getpid()}
         start = time.perf_counter()
         memory = MemorySampler()
         try:
@@ -320,11 +316,12 @@ class _Tracked:
             stats.update(memory.figures, seconds=round(time.perf_counter() - start, 2))
             path = Path(self.get_trial_dir(trial.trial_id)) / STATS_FILE
             config_lib.atomic_write_text(path, json.dumps(stats, indent=1))
-        figures = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+        figures = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "pid"}
         return {**{k: float(v) for k, v in metrics.items()}, **figures}
 
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)
+        self._ran += 1
         # keras-tuner clears the session before each build; clearing after each trial as well frees the
         # last model's memory before the next trial's data pipeline starts.
         keras.backend.clear_session()
@@ -367,105 +364,8 @@ def make_tuner(config: TuneConfig, hypermodel: SearchHyperModel, out: Path, *, o
     else:
         tuner = RandomTuner(max_trials=config.max_trials, **common)
     tuner.max_failures = config.max_failures
+    tuner.trials_limit = config.trials_per_process or 0
     return tuner
-
-
-def serve(oracle: kt.Oracle, host: str, port: int, max_failures: int, *, poll: float = 0.2,
-          grace: float = 10.0) -> None:
-    """Serves ``oracle`` to workers over gRPC until the search is done and the workers were told so.
-
-    keras-tuner's own ``oracle_chief.start_server`` checks for the end every 20 s and waits forever for
-    a worker that stopped asking; this loop uses its servicer, checks every ``poll`` seconds, stops
-    handing out trials after ``max_failures`` failures in a row, and once no trial runs waits at most
-    ``grace`` seconds for the remaining workers to come and hear STOPPED.
-
-    Args:
-        oracle: the search's oracle.
-        host: address to listen on (0.0.0.0: all interfaces).
-        port: TCP port.
-        max_failures: see ``TuneConfig.max_failures``.
-        poll: seconds between checks.
-        grace: seconds to wait for idle workers after the last trial ended.
-    """
-    from concurrent import futures
-
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer
-    from keras_tuner.src.engine.oracle import LOCKS
-
-    # One thread, as in keras-tuner: oracle calls are serialised anyway.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise UserError(f"--chief {host}:{port}: cannot listen there (port in use, or not an address of this machine)")
-    server.start()
-    print(f"Chief: serving trials on {host}:{port}", flush=True)
-    idle_since = None
-    try:
-        while True:
-            time.sleep(poll)
-            with LOCKS[oracle]:
-                stop_if_failing(oracle, max_failures)
-                running = bool(oracle.ongoing_trials)
-                waiting = bool(oracle.tuner_ids)
-            if not servicer.stop_triggered or running:
-                idle_since = None
-                continue
-            idle_since = idle_since or time.monotonic()
-            if not waiting or time.monotonic() - idle_since > grace:
-                break
-    finally:
-        server.stop(grace=1.0)
-
-
-def parse_address(address: str, flag: str) -> tuple[str, int]:
-    """Splits "HOST:PORT", naming the flag when it is not one."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"{flag} must be HOST:PORT, e.g. 10.0.0.5:8000. Received: {flag} {address}")
-    return host.strip("[]"), int(port)
-
-
-def role_of(config: TuneConfig) -> tuple[str, dict[str, str]]:
-    """"single", "chief" or "worker", and the KERASTUNER_* environment that keras-tuner reads for it."""
-    if config.chief and config.worker:
-        raise UserError("Use --chief on one process and --worker on the others, not both on one")
-    if config.chief or config.worker:
-        flag, address = ("--chief", config.chief) if config.chief else ("--worker", config.worker)
-        host, port = parse_address(address, flag)
-        tuner_id = "chief" if config.chief else (config.worker_id or f"{socket.gethostname()}-{os.getpid()}")
-        if config.worker and "chief" in tuner_id:
-            # keras-tuner treats any tuner id containing "chief" as the oracle.
-            raise UserError(f"--worker-id must not contain 'chief'. Received: --worker-id {tuner_id}")
-        env = dict(zip(_ENV, (tuner_id, host, str(port)), strict=True))
-    elif "KERASTUNER_ORACLE_IP" in os.environ:
-        missing = [k for k in _ENV if k not in os.environ]
-        if missing:
-            raise UserError(f"KERASTUNER_ORACLE_IP is set but {', '.join(missing)} is not")
-        env = {k: os.environ[k] for k in _ENV}
-    else:
-        return "single", {}
-    return ("chief" if "chief" in env["KERASTUNER_TUNER_ID"] else "worker"), env
-
-
-@contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def search_dir(config: TuneConfig, role: str) -> Path:
@@ -486,6 +386,8 @@ def _validate(config: TuneConfig) -> None:
     need(config.max_trials >= 1, f"--max-trials must be >= 1. Received: {config.max_trials}")
     need(config.epochs >= 1, f"--epochs must be >= 1. Received: {config.epochs}")
     need(config.max_failures >= 1, f"max_failures must be >= 1. Received: {config.max_failures}")
+    need(config.trials_per_process is None or config.trials_per_process >= 1,
+         f"--trials-per-process must be >= 1. Received: {config.trials_per_process}")
     need(not (config.worker and config.overwrite), "--overwrite is for the chief only: a worker would delete the shared search")
 
 
@@ -511,9 +413,52 @@ def tune(config: TuneConfig, *, source: Any = None) -> Path:
         config: the search's settings.
         source: the data, if already open (a ``yolol_tf.data.DataSource``); default ``open_data(config.data)``.
     """
+    _validate(config)
+    role, _ = role_of(config)
+    if config.trials_per_process and role != "chief" and os.environ.get(_CHILD_ENV) != "1":
+        if source is not None:
+            raise UserError("trials_per_process runs trials in new processes: give data, not an open source")
+        return _run_in_processes(config, role)
+    return _search(config, source)[0]
+
+
+def _run_in_processes(config: TuneConfig, role: str) -> Path:
+    """Runs the search as a chain of child processes of ``trials_per_process`` trials each."""
+    import subprocess
+    import sys
+
+    # Fixed here so every child continues the same folder and, as a worker, the same tuner id (a child
+    # killed mid-trial leaves its trial to the next child under that id).
+    worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if role == "worker" else None)
+    child = dataclasses.replace(config, out=str(search_dir(config, role)), worker_id=worker_id)
+    code = "from yolol_tf.tune import child_main; child_main()"
+    while True:
+        status = subprocess.call([sys.executable, "-c", code, json.dumps(dataclasses.asdict(child))],
+                                 env={**os.environ, _CHILD_ENV: "1"})
+        if status == 0:
+            return Path(child.out)
+        if status != _MORE_TRIALS:
+            raise UserError(f"A search process ended with exit status {status} (see its messages above)", exit_code=1)
+        child = dataclasses.replace(child, overwrite=False)
+
+
+def child_main() -> None:
+    """Entry point of a child process of :func:`_run_in_processes` (the config as JSON in argv[1])."""
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        finished = _search(TuneConfig(**json.loads(sys.argv[1])), None)[1]
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    sys.exit(0 if finished else _MORE_TRIALS)
+
+
+def _search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
+    """The search in this process; returns the folder and whether the search is finished."""
     from yolol_tf import device
 
-    _validate(config)
     role, env = role_of(config)
     out = search_dir(config, role)
     space = load_space(config.model, config.space, fixed={"batch_size": config.batch_size})
@@ -523,7 +468,8 @@ def tune(config: TuneConfig, *, source: Any = None) -> Path:
     if role != "worker":
         _check_same_search(out, settings, config.overwrite)
     previous_policy = keras.mixed_precision.global_policy().name
-    with _environment(env):
+    finished = True
+    with environment(env):
         try:
             jit: bool | str = "auto"
             if role != "chief":
@@ -539,18 +485,23 @@ def tune(config: TuneConfig, *, source: Any = None) -> Path:
                 tuner.save()
                 serve(tuner.oracle, env["KERASTUNER_ORACLE_IP"], int(env["KERASTUNER_ORACLE_PORT"]), config.max_failures)
             else:
-                tuner.search(verbose=config.verbose)
+                try:
+                    tuner.search(verbose=config.verbose)
+                except _ProcessDone:
+                    finished = False
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
     if role == "worker":
-        return out
+        return out, finished
     best = write_results(tuner.oracle, out, config, space)
+    if not finished:
+        return out, False
     failing = consecutive_failures(tuner.oracle)
     if failing >= config.max_failures:
         raise UserError(f"The search stopped: the last {failing} trials failed; see {out / 'trials.csv'}", exit_code=1)
     if config.train_best and best is not None:
         train_best(out, config)
-    return out
+    return out, True
 
 
 def _open(config: TuneConfig) -> Any:

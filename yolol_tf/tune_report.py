@@ -45,6 +45,7 @@ def trials_frame(oracle: Any, project: str | Path, space: tuple[Param, ...]) -> 
         row: dict[str, Any] = {"trial_id": trial_id, "status": trial.status}
         stats = _stats(Path(project), trial_id)
         row["worker"] = stats.get("worker")
+        row["pid"] = stats.get("pid")
         values = trial.hyperparameters.values
         row.update({p.name: values.get(p.name) for p in space})
         row.update({k: v for k, v in values.items() if k not in row})
@@ -53,17 +54,17 @@ def trials_frame(oracle: Any, project: str | Path, space: tuple[Param, ...]) -> 
             if name != oracle.objective.name:  # that is "score"
                 row[_RENAMED.get(name, name)] = trial.metrics.get_last_value(name)
         # stats.json exists for failed trials too (their figures never reach the oracle).
-        row.update({_RENAMED.get(k, k): v for k, v in stats.items() if k not in ("worker", "error")})
+        row.update({_RENAMED.get(k, k): v for k, v in stats.items() if k not in ("worker", "pid", "error")})
         error = stats.get("error") or (trial.message or "").strip().splitlines()[-1:] or [None]
         row["error"] = error if isinstance(error, str) else error[0]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["trial_id", "status", "worker", *(p.name for p in space), *FIGURES, "error"])
+        return pd.DataFrame(columns=["trial_id", "status", "worker", "pid", *(p.name for p in space), *FIGURES, "error"])
     for column in FIGURES:
         if column not in frame and column != "gpu_peak_memory_mb":
             frame[column] = math.nan
-    first = ["trial_id", "status", "worker", *(p.name for p in space)]
+    first = ["trial_id", "status", "worker", "pid", *(p.name for p in space)]
     figures = [c for c in FIGURES if c in frame]
     rest = [c for c in frame.columns if c not in first and c not in figures and c != "error"]
     return frame[[*first, *rest, *figures, "error"]]

@@ -22,10 +22,12 @@ from yolol_tf.cli import tune as _tune  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit status when ``standalone`` parsing returns."""
+    """Runs the CLI and returns its exit status (the console script passes it to ``sys.exit``)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app(args=argv, prog_name="yolol-tf")
+    except SystemExit as e:  # Typer's standalone mode ends every command with one
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return e.exit_code

@@ -30,19 +30,27 @@ def _print_counts(store: Path) -> None:
 
 @app.command("prepare")
 def prepare_command(
-    data: Annotated[Path, typer.Argument(help="A data.yaml, or a dataset folder (images/ labels/ classes.txt).")],
+    data: Annotated[
+        Path, typer.Argument(help="A data.yaml, or a dataset folder (images/ labels/ classes.txt).")
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Store folder to write. Default: a cache folder.")
     ] = None,
     size: Annotated[int, typer.Option(help="Side of the square samples, in pixels.")] = 64,
-    context: Annotated[float, typer.Option(help="Grow each box side by this fraction of its width/height.")] = 0.0,
+    context: Annotated[
+        float, typer.Option(help="Grow each box side by this fraction of its width/height.")
+    ] = 0.0,
     min_visible: Annotated[
         float, typer.Option(help="Another box's class counts if this fraction of its area is in the crop.")
     ] = 0.5,
     min_box: Annotated[float, typer.Option(help="Skip boxes narrower or lower than this many pixels.")] = 2.0,
-    mode: Annotated[Mode, typer.Option(help="crop: one sample per box; image: one per whole image.")] = Mode.crop,
+    mode: Annotated[
+        Mode, typer.Option(help="crop: one sample per box; image: one per whole image.")
+    ] = Mode.crop,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first data problem.")] = False,
-    workers: Annotated[int | None, typer.Option(help="Decoding processes. Default: one per CPU core.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Decoding processes. Default: one per CPU core.")
+    ] = None,
 ) -> None:
     """Convert a YOLO dataset into a crop store that training reads at full speed.
 

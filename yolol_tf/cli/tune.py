@@ -21,7 +21,6 @@ Examples:
 from __future__ import annotations
 
 import enum
-from typing import Optional
 
 import typer
 
@@ -80,30 +79,33 @@ Example: yolol-tf tune cnn --out /shared/tune-cnn --worker chief-host:8000 --wor
 @app.command("tune", help=_help())
 def tune_command(
     model: Model = typer.Argument(..., help="Model whose space to search."),
-    data: Optional[str] = typer.Option(
+    data: str | None = typer.Option(
         None, "--data", help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
         "Default: the embedded demo dataset."
     ),  # fmt: skip
-    val: Optional[str] = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
+    val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
     size: int = typer.Option(64, "--size", help="Crop side in pixels."),
     tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
     max_trials: int = typer.Option(10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."),
     epochs: int = typer.Option(3, "--epochs", help="Epochs per trial (hyperband: the most a trial gets)."),
     objective: Objective = typer.Option(Objective.val_map, "--objective", help="Validation figure to maximise."),
-    space: Optional[str] = typer.Option(None, "--space", help="YAML narrowing or fixing parts of the space."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Fix the batch size (default: searched)."),
-    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default one pass)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Search folder (default saved_models/tune-MODEL-TIME)."),
+    space: str | None = typer.Option(None, "--space", help="YAML narrowing or fixing parts of the space."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Fix the batch size (default: searched)."),
+    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default one pass)."),
+    out: str | None = typer.Option(None, "--out", help="Search folder (default saved_models/tune-MODEL-TIME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the search in --out and start afresh."),
     train_best: bool = typer.Option(False, "--train-best", help="Then train best.yaml in full into OUT/best."),
-    train_epochs: Optional[int] = typer.Option(None, "--train-epochs", help="Epochs of --train-best (default 10)."),
-    chief: Optional[str] = typer.Option(None, "--chief", help="HOST:PORT: serve trials to workers (trains nothing)."),
-    worker: Optional[str] = typer.Option(None, "--worker", help="CHIEF_HOST:PORT: run trials the chief hands out."),
-    worker_id: Optional[str] = typer.Option(
+    train_epochs: int | None = typer.Option(None, "--train-epochs", help="Epochs of --train-best (default 10)."),
+    chief: str | None = typer.Option(None, "--chief", help="HOST:PORT: serve trials to workers (trains nothing)."),
+    worker: str | None = typer.Option(None, "--worker", help="CHIEF_HOST:PORT: run trials the chief hands out."),
+    worker_id: str | None = typer.Option(
         None, "--worker-id", help="This worker's name (default hostname-pid); reuse it to resume its trial."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the search, weights and shuffling."),
     max_failures: int = typer.Option(3, "--max-failures", help="Stop after this many failed trials in a row."),
+    trials_per_process: int | None = typer.Option(
+        None, "--trials-per-process", help="Run trials in fresh processes of this many each: memory stays flat."
+    ),
 ) -> None:
     from yolol_tf.tune import TuneConfig, tune
 
@@ -112,6 +114,6 @@ def tune_command(
         epochs=epochs, objective=objective.value, space=space, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, out=out, overwrite=overwrite, train_best=train_best,
         train_epochs=train_epochs, chief=chief, worker=worker, worker_id=worker_id, seed=seed,
-        max_failures=max_failures,
+        max_failures=max_failures, trials_per_process=trials_per_process,
     )  # fmt: skip
     tune(config)

@@ -32,7 +32,20 @@ _EXPORTS = {
     "letterbox": "yolol_tf.data.images",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DataSource",
+    "DatasetInfo",
+    "augment_batch",
+    "demo_data",
+    "demo_data_path",
+    "letterbox",
+    "load",
+    "load_sign_mnist",
+    "open_data",
+    "prepare",
+    "read_image",
+    "read_info",
+]
 
 if TYPE_CHECKING:
     from yolol_tf.data.demo import demo_data, demo_data_path

@@ -83,7 +83,11 @@ def _disc(img: np.ndarray, mask: np.ndarray, centre: tuple[float, float], radius
 
 
 def _ellipse(
-    img: np.ndarray, mask: np.ndarray, centre: tuple[float, float], axes: tuple[float, float], rgb: Rgb,
+    img: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[float, float],
+    axes: tuple[float, float],
+    rgb: Rgb,
     angle: float = 0.0,
 ) -> None:
     c, a = (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1]))
@@ -192,8 +196,17 @@ def draw_carrot(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> 
 def draw_tomato(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
     s = CANVAS
     _ellipse(img, mask, (0.5 * s, 0.52 * s), (0.44 * s, 0.37 * s), _colour(rng, (225, 40, 30)))
-    cv2.ellipse(img, (int(0.36 * s), int(0.4 * s)), (int(0.08 * s), int(0.04 * s)), -30, 0, 360,
-                (255, 200, 190), -1, cv2.LINE_AA)  # glossy highlight
+    cv2.ellipse(
+        img,
+        (int(0.36 * s), int(0.4 * s)),
+        (int(0.08 * s), int(0.04 * s)),
+        -30,
+        0,
+        360,
+        (255, 200, 190),
+        -1,
+        cv2.LINE_AA,
+    )  # glossy highlight
     _leaves(img, (0.5 * s, 0.22 * s), 5, 0.14 * s, _colour(rng, (40, 130, 40)), rng)
 
 
@@ -214,13 +227,25 @@ def draw_eggplant(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -
     s = CANVAS
     rgb = _colour(rng, (75, 30, 85), 0.2)
     angles = np.linspace(0, 2 * math.pi, 24, endpoint=False)
-    pts = [(0.5 * s + r * math.cos(a), y + r * math.sin(a)) for y, r in ((0.66 * s, 0.28 * s), (0.3 * s, 0.15 * s))
-           for a in angles]
+    pts = [
+        (0.5 * s + r * math.cos(a), y + r * math.sin(a))
+        for y, r in ((0.66 * s, 0.28 * s), (0.3 * s, 0.15 * s))
+        for a in angles
+    ]
     hull = cv2.convexHull(np.array(pts, np.float32)).astype(np.int32)
     cv2.fillConvexPoly(img, hull, rgb, cv2.LINE_AA)
     cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA)
-    cv2.ellipse(img, (int(0.4 * s), int(0.6 * s)), (int(0.04 * s), int(0.18 * s)), 10, 0, 360,
-                (170, 140, 180), -1, cv2.LINE_AA)  # glossy streak
+    cv2.ellipse(
+        img,
+        (int(0.4 * s), int(0.6 * s)),
+        (int(0.04 * s), int(0.18 * s)),
+        10,
+        0,
+        360,
+        (170, 140, 180),
+        -1,
+        cv2.LINE_AA,
+    )  # glossy streak
     cap = np.array([[0.38 * s, 0.22 * s], [0.62 * s, 0.22 * s], [0.5 * s, 0.08 * s]], np.int32)
     cv2.fillConvexPoly(img, cap, _colour(rng, (70, 130, 50)), cv2.LINE_AA)
     cv2.fillConvexPoly(mask, cap, 255, cv2.LINE_AA)

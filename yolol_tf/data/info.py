@@ -61,7 +61,7 @@ def read_store_json(store: str | os.PathLike) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-        raise UserError(f"{path}: not a yolol-tf store (expected \"format\": \"{STORE_FORMAT}\")")
+        raise UserError(f'{path}: not a yolol-tf store (expected "format": "{STORE_FORMAT}")')
     if meta.get("version") != STORE_VERSION:
         raise UserError(
             f"{path}: store version {meta.get('version')!r} is not supported (this yolol-tf reads version "
@@ -71,9 +71,7 @@ def read_store_json(store: str | os.PathLike) -> dict[str, Any]:
         if key not in meta:
             raise UserError(f"{path}: incomplete store, key {key!r} is missing")
     if len(meta["names"]) != meta["num_classes"]:
-        raise UserError(
-            f"{path}: {len(meta['names'])} names but num_classes={meta['num_classes']}"
-        )
+        raise UserError(f"{path}: {len(meta['names'])} names but num_classes={meta['num_classes']}")
     for split, entry in meta["splits"].items():
         for key in ("crops", "shards"):
             if key not in entry:

@@ -132,13 +132,13 @@ def load(
     _check_args(split, meta["splits"], batch_size, augment, store)
     size, num_classes = int(meta["size"]), int(meta["num_classes"])
     files = [str(store / s) for s in meta["splits"][split]["shards"]]
+    crops = int(meta["splits"][split]["crops"])
     if training:
         ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
         ds = ds.interleave(
             tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=16,
             num_parallel_calls=AUTOTUNE, deterministic=seed is not None,
         )  # fmt: skip
-        crops = int(meta["splits"][split]["crops"])
         buffer = min(crops, max(1024, SHUFFLE_BYTES // (size * size * 3 + num_classes)))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     else:
@@ -147,6 +147,10 @@ def load(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if not repeat:
+        # A known length gives Keras its progress bar and steps per epoch without a first full pass.
+        batches = crops // batch_size if drop_remainder else -(-crops // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.string),

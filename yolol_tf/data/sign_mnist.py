@@ -49,7 +49,10 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray]
         raise UserError(f"{path}: empty file, expected a header `label,pixel1,...,pixel784`") from None
     columns = [c.strip() for c in frame.columns]
     if columns != HEADER:
-        wrong = next((i for i, (a, b) in enumerate(zip(columns, HEADER)) if a != b), min(len(columns), 785))
+        wrong = next(
+            (i for i, (a, b) in enumerate(zip(columns, HEADER, strict=False)) if a != b),
+            min(len(columns), 785),
+        )
         found = columns[wrong] if wrong < len(columns) else "(nothing)"
         expected = HEADER[wrong] if wrong < len(HEADER) else "(end of line)"
         raise UserError(
@@ -148,7 +151,9 @@ def load_sign_mnist(
     images, labels = read_sign_mnist(csv_path)
     if validation_fraction is not None:
         if subset not in ("train", "val"):
-            raise UserError(f"subset must be 'train' or 'val' with validation_fraction. Received: subset={subset!r}")
+            raise UserError(
+                f"subset must be 'train' or 'val' with validation_fraction. Received: subset={subset!r}"
+            )
         train_idx, val_idx = split_indices(len(labels), validation_fraction)
         counts = {"train": len(train_idx), "val": len(val_idx)}
         chosen = train_idx if subset == "train" else val_idx
@@ -165,7 +170,9 @@ def load_sign_mnist(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda x, y: (x, tf.one_hot(y, len(NAMES), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        lambda x, y: (x, tf.one_hot(y, len(NAMES), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE
+    )
     if training:
         ds = augment_dataset(ds, augment, seed)
     return ds.prefetch(tf.data.AUTOTUNE), info

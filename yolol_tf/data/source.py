@@ -56,7 +56,9 @@ class DataSource:
         """
         if split not in self.splits:
             raise UserError(f"No {split!r} split in {self.info.source}. Splits: {', '.join(self.splits)}")
-        options = dict(training=training, augment=augment, seed=seed, drop_remainder=drop_remainder, repeat=repeat)
+        options = dict(
+            training=training, augment=augment, seed=seed, drop_remainder=drop_remainder, repeat=repeat
+        )
         if self.store is not None:
             from yolol_tf.data.pipeline import load
 
@@ -109,6 +111,7 @@ def open_data(
     min_box: float = 2.0,
     mode: str = "crop",
     strict: bool = False,
+    workers: int | None = None,
 ) -> DataSource:
     """Opens the user's ``--data``, preparing a store first where needed.
 
@@ -124,12 +127,15 @@ def open_data(
         min_box: as in ``prepare``.
         mode: "crop" or "image", as in ``prepare``.
         strict: fail on the first data problem, as in ``prepare``.
+        workers: processes ``prepare`` decodes images with (None: one per core).
 
     Example:
         >>> source = open_data(None)  # doctest: +SKIP
         >>> train_ds = source.dataset("train", 32, training=True, augment=0.5)  # doctest: +SKIP
     """
-    options = dict(size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode, strict=strict)
+    options = dict(
+        size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode, strict=strict
+    )
     if data is None:
         from yolol_tf.data.demo import demo_data_path
 
@@ -147,9 +153,11 @@ def open_data(
             raise UserError(f"--val CSV not found: {val_path}")
         return _sign_mnist_source(path, val_path)
     if not path.exists():
-        raise UserError(f"--data not found: {path} (expected a data.yaml, a dataset folder, a store or a CSV)")
+        raise UserError(
+            f"--data not found: {path} (expected a data.yaml, a dataset folder, a store or a CSV)"
+        )
     if path.is_dir() and (path / INFO_FILE).is_file():
         return _store_source(path)
     from yolol_tf.data.store import prepare
 
-    return _store_source(prepare(path, **options))
+    return _store_source(prepare(path, workers=workers, **options))

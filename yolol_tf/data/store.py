@@ -85,6 +85,30 @@ def _convert_batch(items: list[ImageItem]) -> list[_ImageResult]:
     return [_convert_image(i) for i in items]
 
 
+def _pool_context() -> Any:
+    """A forkserver where there is one, else spawn; never a plain fork.
+
+    Forking the caller is unsafe: a parent that has run OpenCV's or TensorFlow's thread pools leaves the
+    child their locks but not their threads, and the child hangs on its first parallel call. The
+    forkserver is a fresh process that only imports this module; workers forked from it start in
+    milliseconds, and it lives on for later calls.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _workers_can_start() -> bool:
+    """Whether pool workers can re-import the caller's main script, as forkserver and spawn do.
+
+    A script read from stdin cannot be re-imported; its conversion runs in-process instead of hanging.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.isfile(main_file)
+
+
 def _results(items: list[ImageItem], pool: Any, workers: int) -> Iterator[_ImageResult]:
     """Results in input order, with a bounded number of batches in flight (bounded memory)."""
     if pool is None:
@@ -138,7 +162,7 @@ class _ShardWriter:
     """Writes records into ``shards/<split>-NNNNN.tfrecord``, a new shard every ``per_shard`` records."""
 
     def __init__(self, store: Path, split: str, per_shard: int):
-        import tensorflow as tf  # only the main process writes; imported after the pool has forked
+        import tensorflow as tf  # only the main process writes: workers never load TensorFlow
 
         self._tf, self._store, self._split, self._per_shard = tf, store, split, per_shard
         self._writer: Any = None
@@ -301,10 +325,8 @@ def _write_store(
     total = sum(len(items) for items in dataset.splits.values())
     workers = min(workers or cpu_count(), total)
     pool = None
-    if workers > 1:
-        # fork on Linux: workers start at once with the modules already imported and never touch TensorFlow.
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(worker_options,))
+    if workers > 1 and _workers_can_start():
+        pool = _pool_context().Pool(workers, initializer=_init_worker, initargs=(worker_options,))
     else:
         _init_worker(worker_options, pooled=False)
     problems = list(dataset.problems)

@@ -149,6 +149,9 @@ def find_dataset(data: str | os.PathLike) -> YoloDataset:
     for name in ("data.yaml", "data.yml", "dataset.yaml"):
         if (path / name).is_file():
             return _from_yaml(path / name)
+    yamls = sorted(p for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml") and p.is_file())
+    if len(yamls) == 1 and not (path / "classes.txt").is_file():
+        return _from_yaml(yamls[0])
     return _from_folder(path)
 
 

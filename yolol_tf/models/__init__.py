@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from yolol_tf.errors import UserError
 
 MODEL_NAMES = ("dense", "cnn", "resnet50")
-_MODULES = {"dense": "yolol_tf.models.dense", "cnn": "yolol_tf.models.cnn", "resnet50": "yolol_tf.models.resnet50"}
+_MODULES = {
+    "dense": "yolol_tf.models.dense",
+    "cnn": "yolol_tf.models.cnn",
+    "resnet50": "yolol_tf.models.resnet50",
+}
 
 
 def _builder(name: str) -> Callable[..., Any]:
@@ -62,3 +67,23 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **optio
         raise UserError(f"num_classes must be >= 1. Received: num_classes={num_classes}")
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     return _builder(name)(tuple(int(d) for d in input_shape), int(num_classes), **options)
+
+
+def load_model(path: str | os.PathLike):
+    """Loads a ``.keras`` model saved by this package, uncompiled, in any process.
+
+    Our custom layers register themselves when their module is imported, so a fresh process must import
+    them before Keras deserialises the file; every command that loads a model goes through here.
+
+    Args:
+        path: the ``.keras`` file.
+    """
+    import keras
+
+    import yolol_tf.models.layers  # noqa: F401  (registers "yolol_tf>BatchNormalization")
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # a corrupt, truncated or foreign file: Keras raises many kinds
+        first_line = (str(e).splitlines() or [""])[0][:300]
+        raise UserError(f"{path}: cannot load the Keras model ({type(e).__name__}: {first_line})") from None

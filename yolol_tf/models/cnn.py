@@ -31,7 +31,9 @@ def apply_basic_block(x, filters: int, stride: int, name: str, norm: Norm):
             filters, 1, strides=stride, use_bias=False, name=f"{name}_shortcut_conv"
         )(x)
         shortcut = norm(f"{name}_shortcut_bn")(shortcut)
-    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(
+        x
+    )
     x = norm(f"{name}_bn1")(x)
     x = keras.layers.Activation("relu", name=f"{name}_relu1")(x)
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)

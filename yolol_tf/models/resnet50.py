@@ -115,7 +115,9 @@ def build_resnet50(
     if norm not in NORMS:
         raise UserError(f"resnet50: norm must be one of {sorted(NORMS)}. Received: norm={norm!r}")
     if min(input_shape[:2]) < 32:
-        raise UserError(f"resnet50: images must be at least 32 px. Received: input_shape={tuple(input_shape)}")
+        raise UserError(
+            f"resnet50: images must be at least 32 px. Received: input_shape={tuple(input_shape)}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"resnet50: dropout must be in [0, 1). Received: dropout={dropout}")
     make_norm = functools.partial(NORMS[norm], epsilon=1.001e-5, synchronized=bool(synchronized_bn))
@@ -209,10 +211,10 @@ def _assign(model: keras.Model, stored, keys: dict[str, str]) -> int:
         saved = stored[key]["vars"]
         values = [saved[str(i)][()] for i in range(len(saved))]
         if len(values) != len(layer.weights) or any(
-            tuple(v.shape) != tuple(w.shape) for v, w in zip(values, layer.weights)
+            tuple(v.shape) != tuple(w.shape) for v, w in zip(values, layer.weights, strict=True)
         ):
             continue
-        for variable, value in zip(layer.weights, values):
+        for variable, value in zip(layer.weights, values, strict=True):
             variable.assign(value)
         loaded += 1
     return loaded

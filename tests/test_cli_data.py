@@ -1,0 +1,71 @@
+"""`yolol-tf prepare` and `yolol-tf demo-data`: help, output, and exit status 2 for a user's mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yolol_tf.cli import main
+from yolol_tf.data import demo
+
+SMALL = {"train": 6, "val": 3, "test": 3}
+
+
+def run(args: list[str]) -> int:
+    """Runs the CLI in-process as the console script does; returns its exit status."""
+    try:
+        return main(args)
+    except SystemExit as e:  # Typer exits on its own after a command or a usage error
+        return int(e.code or 0)
+
+
+def test_help_lists_data_commands_with_examples() -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "yolol_tf", "--help"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0
+    assert "prepare" in out.stdout and "demo-data" in out.stdout
+    for command in ("prepare", "demo-data"):
+        out = subprocess.run(
+            [sys.executable, "-m", "yolol_tf", command, "--help"], capture_output=True, text=True, env=env
+        )
+        assert out.returncode == 0 and "Example: yolol-tf" in out.stdout, out.stdout
+    assert "--min-visible" in out.stdout or command == "demo-data"
+
+
+def test_demo_data_then_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(demo, "SPLIT_SIZES", SMALL)
+    assert run(["demo-data", str(tmp_path / "demo"), "--seed", "3"]) == 0
+    assert "data.yaml" in capsys.readouterr().out
+    assert len(list((tmp_path / "demo" / "images" / "train").glob("*.jpg"))) == SMALL["train"]
+    code = run(["prepare", str(tmp_path / "demo" / "data.yaml"), "--out", str(tmp_path / "store"),
+                "--size", "16", "--workers", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (tmp_path / "store" / "dataset.json").is_file()
+    assert f"Store: {tmp_path / 'store'}" in out and "train" in out and "10 classes" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prepare", "{tmp}/missing/data.yaml", "--out", "{tmp}/store"], "missing"),
+        (["prepare", "{tmp}", "--mode", "boxes"], "boxes"),
+        (["prepare", "{tmp}", "--size", "abc"], "--size"),
+        (["prepare", "{tmp}", "--size", "3"], "--size must be"),
+        (["demo-data"], "Missing argument"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    code = run([a.format(tmp=tmp_path) for a in args])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert message in captured.err
+    assert "Traceback" not in captured.err + captured.out
