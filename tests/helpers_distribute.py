@@ -6,7 +6,8 @@ strategy and logical devices can only be set up before TensorFlow starts):
     python -m tests.helpers_distribute worker --workers 127.0.0.1:P0,127.0.0.1:P1 --task-index 0 --out DIR
     python -m tests.helpers_distribute mirrored --out DIR
 
-Each writes ``DIR/result-<task>.json`` (history and weights) when it finishes.
+Each writes ``DIR/result-<task>.json`` (history and weights) when it finishes. :func:`start_train_cli`
+starts real ``yolol-tf train`` workers instead.
 """
 
 from __future__ import annotations
@@ -140,8 +141,25 @@ def _mirrored(args: argparse.Namespace) -> None:
         "fit": train(strategy, args.epochs, use_fit=True),
         "custom_fit": train(strategy, args.epochs),
         "one_device": train(tf.distribute.get_strategy(), args.epochs, use_fit=True),
+        "predict": _predict_under(strategy),
     }
     (Path(args.out) / "result-mirrored.json").write_text(json.dumps(results))
+
+
+def _predict_under(strategy) -> dict:
+    """Rows and largest gap of ``predict_probs`` (as MAPCallback uses it) against ``model(x)``."""
+    import tensorflow as tf
+
+    from yolol_tf.callbacks import predict_probs
+
+    with strategy.scope():
+        model = tiny_model()
+    x, y = tiny_data()
+    # Batches of 6: the last one is smaller, as a validation split's usually is.
+    truth, probs = predict_probs(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), "sigmoid")
+    expected = 1.0 / (1.0 + np.exp(-np.asarray(model(x, training=False), np.float64)))
+    return {"rows": len(probs), "truth_gap": float(np.abs(truth - y).max()),
+            "gap": float(np.abs(probs - expected).max())}
 
 
 def start(mode: str, out: Path, *args: str) -> subprocess.Popen:
@@ -196,6 +214,38 @@ def run_with_restarts(out: Path, count: int, args: list[str], first_args: dict[i
         return [p.poll() for p in processes]
     finally:
         kill_all(processes)
+
+
+def start_train_cli(root: Path, count: int, args: list[str]) -> list[subprocess.Popen]:
+    """Starts ``count`` workers of ``yolol-tf train ARGS --workers ... --task-index i`` on 127.0.0.1.
+
+    Worker ``i`` runs in ``root/worker-i`` (its working directory, HOME, TMPDIR and yolol-tf cache), so a
+    test sees anything it writes outside the run folder; its output goes to ``root/log-train-i.txt``.
+    """
+    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(count))
+    code = "import sys; from yolol_tf.cli import main; sys.exit(main(sys.argv[1:]))"
+    processes = []
+    for i in range(count):
+        home = root / f"worker-{i}"
+        for folder in ("home", "tmp", "cache"):
+            (home / folder).mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", HOME=str(home / "home"),
+                   TMPDIR=str(home / "tmp"), YOLOL_TF_CACHE=str(home / "cache"))
+        # `import keras` itself writes keras.json and Matplotlib's font cache in every process: not ours.
+        env.update(KERAS_HOME=str(root / "library-cache" / "keras"),
+                   MPLCONFIGDIR=str(root / "library-cache" / "matplotlib"))
+        log = open(root / f"log-train-{i}.txt", "w")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", code, "train", *args, "--workers", workers, "--task-index", str(i)],
+            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ))
+    return processes
+
+
+def files_under(folder: Path) -> list[str]:
+    """Paths of the files below ``folder``, relative to it (empty folders do not count)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
 
 
 def wait_all(processes: list[subprocess.Popen], timeout: float) -> list[int | None]:

@@ -1,17 +1,18 @@
 """Test helpers for evaluation: a tiny store written by hand, a tiny model that reads it, a run folder.
 
-The store follows the contract's format byte for byte (``dataset.json``, ``index.csv``, raw-uint8
-TFRecord shards), and the package's own reader (``yolol_tf.data.open_data``) opens it. Images encode their labels in colour
+The store is written by ``tests.helpers_pipeline.write_store`` in the contract's format, and the package's
+own reader (``yolol_tf.data.open_data``) opens it. Images encode their labels in colour
 (class c present -> channel c % 3 bright), and the tiny model's weights are set to read that colour
 back with some noise, so its figures are neither perfect nor chance.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from tests import helpers_pipeline
 
 NAMES = ["apple", "banana", "cherry"]
 SIZE = 32
@@ -34,48 +35,8 @@ def write_store(
     root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], names: list[str] = NAMES
 ) -> Path:
     """Writes a store folder in the contract's layout and returns it."""
-    import tensorflow as tf
-
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "shards").mkdir(exist_ok=True)
-    index = ["split,image,box,x1,y1,x2,y2,label_ids"]
-    meta_splits = {}
-    row = 0
-    for split, (images, labels) in splits.items():
-        shard = f"shards/{split}-00000.tfrecord"
-        with tf.io.TFRecordWriter(str(root / shard)) as writer:
-            for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-                feature = {
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[label.astype(np.uint8).tobytes()])
-                    ),
-                    "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
-                }
-                writer.write(
-                    tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-                )
-                ids = ";".join(str(c) for c in np.flatnonzero(label))
-                index.append(f"{split},images/{split}/{i}.jpg,0,0,0,{SIZE},{SIZE},{ids}")
-                row += 1
-        meta_splits[split] = {"images": len(images), "crops": len(images), "shards": [shard]}
-    (root / "index.csv").write_text("\n".join(index) + "\n", encoding="utf-8")
-    meta = {
-        "format": "yolol-tf-store",
-        "version": 1,
-        "names": list(names),
-        "num_classes": len(names),
-        "size": SIZE,
-        "mode": "crop",
-        "options": {"size": SIZE, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop"},
-        "source": str(root),
-        "splits": meta_splits,
-        "problems": 0,
-        "skipped_small": 0,
-        "fingerprint": "test",
-    }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return root
+    samples = {split: list(zip(images, labels, strict=True)) for split, (images, labels) in splits.items()}
+    return helpers_pipeline.write_store(root, samples, names, size=SIZE)
 
 
 def make_model(num_classes: int = 3, *, seed: int = 0):

@@ -6,12 +6,11 @@ classes that a linear probe separates (class k brightens colour channel k), a ha
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
+from tests import helpers_pipeline
 from yolol_tf.runs import Labels
 
 SIZE = 32
@@ -80,49 +79,12 @@ def write_store(root: Path, *, size: int = SIZE, counts: dict[str, int] | None =
         counts: crops per split; default 96 train, 48 val.
         seed: random seed.
     """
-    import tensorflow as tf
-
     counts = counts or {"train": 96, "val": 48}
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "shards").mkdir(exist_ok=True)
-    splits, rows = {}, []
+    samples = {}
     for i, (split, n) in enumerate(counts.items()):
         x, y = synthetic_crops(n, seed=seed + 10 + i, size=size)
-        shard = f"shards/{split}-00000.tfrecord"
-        with tf.io.TFRecordWriter(str(root / shard)) as w:
-            for j in range(n):
-                row = len(rows)
-                ids = np.flatnonzero(y[j]).tolist()
-                rows.append([split, f"{split}/img{j}.jpg", 0, 0, 0, size, size, ";".join(map(str, ids))])
-                feature = {
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[x[j].tobytes()])),
-                    "label": tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[y[j].astype(np.uint8).tobytes()])
-                    ),
-                    "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
-                }
-                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-        splits[split] = {"images": n, "crops": n, "shards": [shard]}
-    with (root / "index.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
-        writer.writerows(rows)
-    info = {
-        "format": "yolol-tf-store",
-        "version": 1,
-        "names": NAMES,
-        "num_classes": len(NAMES),
-        "size": size,
-        "mode": "crop",
-        "options": {},
-        "source": "synthetic",
-        "splits": splits,
-        "problems": 0,
-        "skipped_small": 0,
-        "fingerprint": f"synthetic-{seed}",
-    }
-    (root / "dataset.json").write_text(json.dumps(info, indent=2))
-    return root
+        samples[split] = list(zip(x, y, strict=True))
+    return helpers_pipeline.write_store(root, samples, NAMES, size=size)
 
 
 def write_run(run: Path, model, store: Path, *, activation: str = "sigmoid", thresholds=None) -> Path:

@@ -1,85 +1,114 @@
-"""Writes a small store by hand, following the store format of the shared contract exactly.
+"""Writes a small crop store by hand, in the store format of the shared contract.
 
 It lets the reading side (``load``, ``read_info``, ``open_data``) be tested on its own, with known
-pixels and labels, and serves as a fixture wherever a tiny store is needed.
+pixels and labels, and is the one store writer behind every test helper that needs a tiny store. Records
+come from the package's own encoder and the files follow ``yolol_tf.data.store``'s layout, so these
+stores differ from prepared ones only in what the samples show.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from yolol_tf.data.info import INDEX_FILE, INFO_FILE
+from yolol_tf.data.store import CROPS_PER_SHARD, FORMAT, VERSION, encode_example
+
 
 def write_store(
-    out: Path,
-    samples: dict[str, list[tuple[np.ndarray, list[int]]]],
+    root: str | os.PathLike,
+    samples: dict[str, list[tuple[np.ndarray, np.ndarray]]],
     names: list[str],
     *,
-    records_per_shard: int = 8,
+    size: int | None = None,
+    records_per_shard: int = CROPS_PER_SHARD,
 ) -> Path:
-    """Writes ``out/`` as a crop store.
+    """Writes ``root/`` as a crop store (shards, index.csv, then dataset.json) and returns its path.
 
     Args:
-        out: the store folder.
-        samples: per split, a list of (uint8 image [S, S, 3], class ids).
+        root: the store folder; created if missing.
+        samples: per split, in order, a list of (uint8 image [S, S, 3], multi-hot label [len(names)]);
+            the label may be any numeric dtype holding 0s and 1s.
         names: class names.
-        records_per_shard: how many records go into one shard file.
+        size: the crop side S; None takes it from the first image (needed only when there is none).
+        records_per_shard: how many records go into one shard file (the default puts a small split in one).
+
+    Raises:
+        ValueError: when an image or label does not have the shape and type the store records.
     """
     import tensorflow as tf
 
-    size = next(iter(s for v in samples.values() for s in v))[0].shape[0]
-    (out / "shards").mkdir(parents=True, exist_ok=True)
+    root = Path(root)
+    if size is None:
+        first = next((image for items in samples.values() for image, _ in items), None)
+        if first is None:
+            raise ValueError("write_store needs size= when no split holds a sample")
+        size = int(first.shape[0])
+    (root / "shards").mkdir(parents=True, exist_ok=True)
     rows, splits, row = [], {}, 0
     for split, items in samples.items():
         shards = []
         for start in range(0, len(items), records_per_shard):
             shard = f"shards/{split}-{len(shards):05d}.tfrecord"
             shards.append(shard)
-            with tf.io.TFRecordWriter(str(out / shard)) as writer:
-                for image, ids in items[start : start + records_per_shard]:
-                    label = np.zeros(len(names), np.uint8)
-                    label[list(ids)] = 1
-                    feature = {
-                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                        "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.tobytes()])),
-                        "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
-                    }
-                    writer.write(
-                        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-                    )
-                    ids_text = ";".join(str(i) for i in sorted(set(ids)))
-                    rows.append([split, f"images/{split}/{row}.jpg", 0, 0, 0, size, size, ids_text])
+            with tf.io.TFRecordWriter(str(root / shard)) as writer:
+                for i, (image, label) in enumerate(items[start : start + records_per_shard], start):
+                    image, label = _checked(image, label, size, len(names), f"{split}[{i}]")
+                    writer.write(encode_example(image.tobytes(), label.tobytes(), row))
+                    ids = ";".join(map(str, np.flatnonzero(label)))
+                    rows.append([split, f"images/{split}/{i}.jpg", 0, 0, 0, size, size, ids])
                     row += 1
         splits[split] = {"images": len(items), "crops": len(items), "shards": shards}
-    with (out / "index.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
-        writer.writerows(rows)
-    meta = {
-        "format": "yolol-tf-store",
-        "version": 1,
-        "names": names,
+    with open(root / INDEX_FILE, "w", newline="", encoding="utf-8") as f:
+        index = csv.writer(f, lineterminator="\n")
+        index.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
+        index.writerows(rows)
+    options = {"size": size, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop"}
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "names": list(names),
         "num_classes": len(names),
         "size": size,
         "mode": "crop",
-        "options": {"size": size, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop"},
+        "options": options,
         "source": "hand-written test store",
         "splits": splits,
         "problems": 0,
         "skipped_small": 0,
         "fingerprint": "test",
     }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return out
+    # Written last, as prepare() does: its presence marks the store complete.
+    (root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return root
+
+
+def _checked(
+    image: np.ndarray, label: np.ndarray, size: int, num_classes: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sample as the store holds it (uint8 pixels, uint8 multi-hot), or a ValueError naming it."""
+    image, label = np.asarray(image), np.asarray(label)
+    # Raw bytes go into the record, so a wrong dtype or shape would be read back as garbage, not fail.
+    if image.dtype != np.uint8 or image.shape != (size, size, 3):
+        raise ValueError(
+            f"sample {where}: image must be uint8 {(size, size, 3)}, got {image.dtype} {image.shape}"
+        )
+    if label.shape != (num_classes,) or not np.isin(label, (0, 1)).all():
+        raise ValueError(f"sample {where}: label must be a 0/1 vector of {num_classes}, got {label.tolist()}")
+    return image, label.astype(np.uint8)
 
 
 def random_store(
     out: Path, *, counts: dict[str, int] | None = None, size: int = 8, num_classes: int = 4, seed: int = 0
 ) -> Path:
-    """A store of random pixels and random 1-3 class label sets; sample i's top-left pixel is i % 256."""
+    """A store of random pixels and random 1-3 class label sets, 8 records a shard.
+
+    Sample i of a split has top-left pixel i % 256.
+    """
     rng = np.random.default_rng(seed)
     counts = counts or {"train": 20, "val": 10}
     samples = {}
@@ -88,7 +117,9 @@ def random_store(
         for i in range(n):
             image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
             image[0, 0, 0] = i % 256  # lets tests see the order records come out in
-            ids = sorted(rng.choice(num_classes, int(rng.integers(1, 4)), replace=False).tolist())
-            items.append((image, ids))
+            label = np.zeros(num_classes, np.uint8)
+            label[rng.choice(num_classes, int(rng.integers(1, 4)), replace=False)] = 1
+            items.append((image, label))
         samples[split] = items
-    return write_store(out, samples, [f"class{k}" for k in range(num_classes)])
+    # Small shards, so that reading in order is tested across shard boundaries.
+    return write_store(out, samples, [f"class{k}" for k in range(num_classes)], records_per_shard=8)

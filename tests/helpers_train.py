@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.helpers_pipeline import write_store
 
 COLOURS = [(230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 40)]
 
@@ -35,40 +36,10 @@ def write_tiny_store(
     seed: int = 0,
 ) -> Path:
     """Writes a store (dataset.json, index.csv, shards) in the documented format; returns its folder."""
-    import tensorflow as tf
-
-    root = Path(root)
     counts = counts or {"train": 64, "val": 32, "test": 16}
     rng = np.random.default_rng(seed)
-    (root / "shards").mkdir(parents=True, exist_ok=True)
-    rows = ["split,image,box,x1,y1,x2,y2,label_ids"]
-    splits = {}
-    for split, n in counts.items():
-        shard = f"shards/{split}-00000.tfrecord"
-        with tf.io.TFRecordWriter(str(root / shard)) as writer:
-            for i in range(n):
-                image, label = tiny_sample(rng, size, num_classes)
-                row = len(rows) - 1
-                rows.append(
-                    f"{split},{split}/{i}.jpg,0,0,0,{size},{size},{';'.join(str(c) for c in np.flatnonzero(label))}"
-                )
-                feature = {
-                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                    "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.tobytes()])),
-                    "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
-                }
-                writer.write(
-                    tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-                )
-        splits[split] = {"images": n, "crops": n, "shards": [shard]}
-    (root / "index.csv").write_text("\n".join(rows) + "\n")
-    meta = {
-        "format": "yolol-tf-store", "version": 1, "names": [f"thing{c}" for c in range(num_classes)],
-        "num_classes": num_classes, "size": size, "mode": "crop", "options": {}, "source": "tiny",
-        "splits": splits, "problems": 0, "skipped_small": 0, "fingerprint": f"tiny-{seed}",
-    }  # fmt: skip
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+    samples = {split: [tiny_sample(rng, size, num_classes) for _ in range(n)] for split, n in counts.items()}
+    return write_store(root, samples, [f"thing{c}" for c in range(num_classes)], size=size)
 
 
 def tiny_config(store: str | os.PathLike, out: str | os.PathLike, **overrides):

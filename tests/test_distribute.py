@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -62,6 +63,18 @@ def test_bad_workers_arguments_are_user_errors(monkeypatch: pytest.MonkeyPatch) 
         distribute.make_strategy("gpus")
 
 
+def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    from yolol_tf.train import TrainConfig, train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    config = TrainConfig(model="cnn", data=str(tmp_path), strategy="multi-worker", out=str(tmp_path / "run"))
+    with pytest.raises(UserError, match="0..1 for 2 workers. Received: 2"):
+        train(config, workers="127.0.0.1:7001,127.0.0.1:7002", task_index=2)
+    assert not (tmp_path / "run").exists()
+
+
 def test_slurm_environment_becomes_tf_config() -> None:
     assert distribute.expand_hostlist("gpu[08-10,12],login1") == ["gpu08", "gpu09", "gpu10", "gpu12", "login1"]
     env = {"SLURM_STEP_NODELIST": "gpu[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_PROCID": "3"}
@@ -83,8 +96,6 @@ def test_auto_on_one_device_trains_with_fit(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _cluster_member(task_type: str, task_id: int, cluster: dict):
     """A stand-in for a multi-worker strategy: only its cluster resolver."""
-    from types import SimpleNamespace
-
     import tensorflow as tf
 
     resolver = SimpleNamespace(task_type=task_type, task_id=task_id,
@@ -99,6 +110,20 @@ def test_chief_is_the_chief_task_else_worker_zero() -> None:
     with_chief = {"chief": ["c:1"], **workers}
     assert distribute.is_chief(_cluster_member("chief", 0, with_chief))
     assert not distribute.is_chief(_cluster_member("worker", 0, with_chief))
+
+
+def test_a_restarted_cluster_run_resumes_without_being_asked(tmp_path: Path) -> None:
+    from yolol_tf.train import should_resume
+
+    chief = _cluster_member("worker", 0, {"worker": ["a:1", "b:1"]})
+    other = _cluster_member("worker", 1, {"worker": ["a:1", "b:1"]})
+    alone = SimpleNamespace(cluster_resolver=None)
+    assert not should_resume(tmp_path, False, chief)  # a first start
+    (tmp_path / "backup").mkdir()
+    assert should_resume(tmp_path, False, chief)  # the same command, restarted by the cluster manager
+    assert not should_resume(tmp_path, False, other)  # only the chief checks the run folder
+    assert not should_resume(tmp_path, False, alone)  # one process still needs --resume
+    assert should_resume(tmp_path, True, alone)
 
 
 def test_workers_read_whole_files_only_when_there_are_enough() -> None:
@@ -198,6 +223,9 @@ def test_mirrored_on_two_devices_trains_like_one(tmp_path: Path) -> None:
     for run in ("fit", "custom_fit"):
         np.testing.assert_allclose(result[run]["history"]["loss"], one["history"]["loss"], rtol=1e-5)
         assert _max_gap(result[run]["weights"], one["weights"]) < 1e-4
+    # The validation mAP sees each sample once, not once per replica.
+    predict = result["predict"]
+    assert predict["rows"] == 64 and predict["truth_gap"] == 0.0 and predict["gap"] < 1e-6
 
 
 @pytest.mark.large
@@ -218,3 +246,33 @@ def test_killed_worker_restarts_and_the_run_completes(tmp_path: Path) -> None:
 
     single = helpers.train(tf.distribute.get_strategy(), 3)
     assert _max_gap(chief["weights"], single["weights"]) < 1e-4
+
+
+@pytest.mark.large
+def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path) -> None:
+    from tests.helpers_pipeline import random_store
+
+    # 4 train shard files: each of the 2 workers reads its own 2.
+    store = random_store(tmp_path / "store", counts={"train": 32, "val": 16}, size=32, num_classes=3)
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(
+        "model_options: {width: 8, depths: [1]}\nbatch_size: 8\naugment: 0.0\npatience: 0\n"
+        "mixed_precision: 'off'\njit: false\n"
+    )
+    run = tmp_path / "shared" / "run"
+    args = ["cnn", "--config", str(settings), "--data", str(store), "--size", "32", "--epochs", "2",
+            "--steps-per-epoch", "2", "--strategy", "multi-worker", "--out", str(run)]
+    processes = helpers.start_train_cli(tmp_path, 2, args)
+    try:
+        codes = helpers.wait_all(processes, timeout=240)
+    finally:
+        helpers.kill_all(processes)
+    assert codes == [0, 0], helpers.logs(tmp_path)
+
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.keras", "config.yaml", "history.csv", "labels.json", "last.keras", "logs", "metrics.json", "plots",
+    ]  # fmt: skip
+    assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
+    assert "val" in json.loads((run / "metrics.json").read_text())
+    # The other worker wrote nothing anywhere: no run folder, cache or leftover scratch files.
+    assert helpers.files_under(tmp_path / "worker-1") == []

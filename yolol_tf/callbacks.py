@@ -42,25 +42,20 @@ def predict_probs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs ``model`` over a (images, labels) dataset once: (labels, probabilities) as numpy arrays.
 
+    :func:`yolol_tf.evaluate.predict_probs` (one row per sample under any distribution strategy), but an
+    empty split is an error here: training cannot select an epoch without validation samples.
+
     Args:
         model: outputs logits.
         dataset: batched, not shuffled.
         activation: "sigmoid" or "softmax", applied to the logits.
     """
-    labels, logits = [], []
-    for x, y in dataset:
-        # predict_on_batch reuses the model's compiled predict function across calls and epochs.
-        logits.append(np.asarray(model.predict_on_batch(x), dtype=np.float64))
-        labels.append(np.asarray(y))
-    if not logits:
+    from yolol_tf import evaluate
+
+    y_true, y_prob = evaluate.predict_probs(model, dataset, activation)
+    if not len(y_prob):
         raise UserError("The validation split is empty; training needs a few validation samples")
-    z = np.concatenate(logits)
-    if activation == "softmax":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        prob = e / e.sum(axis=1, keepdims=True)
-    else:
-        prob = 1.0 / (1.0 + np.exp(-z))
-    return np.concatenate(labels), prob
+    return y_true, y_prob
 
 
 class MAPCallback(keras.callbacks.Callback):

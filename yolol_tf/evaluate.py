@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 FORMATS = ("table", "json", "csv")
 # Settings of a run's config.yaml that decide which samples the model sees (passed on to open_data).
 _DATA_KEYS = ("val", "size", "context", "min_visible", "mode")
+# One inference function per model, so repeated calls (MAPCallback, every epoch) trace it once.
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -64,19 +67,38 @@ def predict_probs(
     """
     if activation not in ("sigmoid", "softmax"):
         raise UserError(f"activation must be 'sigmoid' or 'softmax'. Received: activation={activation!r}")
-    import tensorflow as tf
-
+    forward = _inference_function(model)
     truths, logits = [], []
     for images, labels in dataset:
-        # The models take float pixels 0..255; stores hold uint8.
-        out = model.predict_on_batch(tf.cast(images, tf.float32))
-        logits.append(np.asarray(out, dtype=np.float64))
+        logits.append(np.asarray(forward(images), dtype=np.float64))
         truths.append(np.asarray(labels, dtype=np.float32))
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float64)
     z = np.concatenate(logits)
     probs = _softmax(z) if activation == "softmax" else _sigmoid(z)
     return np.concatenate(truths), probs
+
+
+def _inference_function(model: keras.Model) -> Any:
+    """``model(images, training=False)`` as a ``tf.function``, traced once per model and then reused.
+
+    Not ``predict_on_batch``: under a strategy with several replicas (MirroredStrategy on several GPUs,
+    MultiWorkerMirroredStrategy) it runs the whole batch on every replica and returns each row once per
+    replica. Called outside ``strategy.run``, the model reads its local copy of the weights instead.
+    """
+    forward = _INFERENCE.get(model)
+    if forward is None:
+        import tensorflow as tf
+
+        # A weak reference: the cache must not keep a model alive (the tuner builds one per trial).
+        model_ref = weakref.ref(model)
+
+        def call(images: tf.Tensor) -> tf.Tensor:
+            # The models take float pixels 0..255; stores hold uint8.
+            return model_ref()(tf.cast(images, tf.float32), training=False)
+
+        forward = _INFERENCE[model] = tf.function(call, reduce_retracing=True)
+    return forward
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:

@@ -5,6 +5,12 @@ demo dataset when ``data`` is None), builds and compiles the model on the fastes
 fits with checkpointing, early stopping, a learning-rate schedule, TensorBoard and CSV logs and
 ``BackupAndRestore``, then tunes per-class thresholds on the validation split and writes labels, metrics
 and plots. ``metrics.json`` is written last: it marks a run finished, and a finished run is never retrained.
+
+On several machines (``strategy="multi-worker"``, see :mod:`yolol_tf.distribute`) every worker runs the
+same ``train`` with the same ``out`` on shared storage; only the chief writes the run folder, and each
+worker reads its own shard files of the store where there are enough. A worker restarted by a cluster
+manager with the same command resumes by itself: on a cluster, a run folder holding ``backup/`` means
+"resume" without ``--resume``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 import sys
 import time
@@ -26,6 +33,7 @@ SCHEDULES = ("cosine", "plateau", "none")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SAVED_MODELS = Path("saved_models")
 FINISHED_MARKER = "metrics.json"
+BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run
 
 
 def __getattr__(attribute: str) -> Any:
@@ -309,25 +317,39 @@ def train(
     resume: bool = False,
     callbacks: list | None = None,
     verbose: int | str | None = None,
+    workers: str | list[str] | None = None,
+    task_index: int | None = None,
 ) -> Path:
     """Trains ``config.model`` and returns its run folder (see :mod:`yolol_tf.runs` for its files).
 
     Args:
         config: the run's settings.
         resume: continue the unfinished run in the run folder from its last finished epoch
-            (after a crash or a kill); its ``backup/`` holds weights, optimizer state and epoch.
+            (after a crash or a kill); its ``backup/`` holds weights, optimizer state and epoch. On a
+            cluster of several workers a run folder with a ``backup/`` is resumed without it.
         callbacks: extra Keras callbacks, run after the validation mAP is in the logs.
         verbose: Keras fit verbosity; default a progress bar on a terminal, one line per epoch otherwise.
+        workers: "host:port" of every worker of a cluster, in task order (a list or one comma-separated
+            string), written into ``TF_CONFIG`` (see :func:`yolol_tf.distribute.make_strategy`).
+        task_index: this process's position in ``workers``.
     """
     validate(config)  # first: a bad setting is named at once, before TensorFlow loads
     import keras
 
-    from yolol_tf import device
+    from yolol_tf import device, distribute
     from yolol_tf.data import open_data
 
     # The strategy comes first: a multi-worker strategy must configure TensorFlow before anything runs.
-    strategy, custom_loop, chief = _strategy(config.strategy)
+    strategy = distribute.make_strategy(config.strategy, workers, task_index)
+    custom_loop, chief = distribute.needs_custom_loop(strategy), distribute.is_chief(strategy)
+    cluster = distribute.num_workers(strategy) > 1
+    if cluster and not (config.out or config.name):
+        raise UserError(
+            "Training on several workers needs --out (or --name), the same on every worker, so that they "
+            "share one run folder; put it on storage every worker reads"
+        )
     run_dir = run_dir_for(config, resume=resume)
+    resume = should_resume(run_dir, resume, strategy)
     if chief:  # other workers of a cluster see the chief's folder appear; only the chief writes it
         check_run_dir(run_dir, resume=resume)
     previous_policy = keras.mixed_precision.global_policy().name
@@ -350,6 +372,9 @@ def train(
             )
         config = dataclasses.replace(config, loss=effective_loss(config, info))
         if chief:
+            if cluster:
+                # Marks a started cluster run, so a restart even in the first epoch resumes (should_resume).
+                (run_dir / BACKUP_DIR).mkdir(parents=True, exist_ok=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             config_lib.write_yaml(run_dir / "config.yaml", config)
         run = _Run(config, source, run_dir, setup, strategy, custom_loop, chief)
@@ -358,18 +383,23 @@ def train(
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _strategy(kind: str) -> tuple[Any, bool, bool]:
-    """The distribution strategy, whether it needs the custom training loop, and whether this is the chief."""
-    import tensorflow as tf
+def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:
+    """Whether this run resumes: as asked, or on the chief of a cluster whose run folder holds a backup.
 
-    try:
-        from yolol_tf import distribute
-    except ImportError:
-        if kind != "auto":
-            raise UserError(f"strategy={kind!r} needs yolol_tf.distribute, which is not installed") from None
-        return tf.distribute.get_strategy(), False, True
-    strategy = distribute.make_strategy(kind)
-    return strategy, distribute.needs_custom_loop(strategy), distribute.is_chief(strategy)
+    A cluster manager (Kubernetes, Slurm) restarts a failed worker with the command it started with, so
+    on a cluster the run folder's ``backup/`` is what says "resume". Other workers never check the folder
+    (see :func:`check_run_dir`), and restore from the backup that the chief restores from.
+
+    Args:
+        run_dir: the run folder.
+        resume: whether ``--resume`` was given.
+        strategy: the strategy of this process.
+    """
+    from yolol_tf import distribute
+
+    if resume or distribute.num_workers(strategy) == 1 or not distribute.is_chief(strategy):
+        return resume
+    return (run_dir / BACKUP_DIR).is_dir()
 
 
 @dataclass(frozen=True)
@@ -389,8 +419,9 @@ def _fit_and_report(run: _Run, resume: bool, extra_callbacks: list, verbose: int
     import keras
     import tensorflow as tf
 
-    from yolol_tf import runs
+    from yolol_tf import distribute, runs
     from yolol_tf.callbacks import BestCheckpoint, LastCheckpoint, MAPCallback, monitor_mode
+    from yolol_tf.data.info import read_store_json
     from yolol_tf.models import build_model
 
     config, source, run_dir = run.config, run.source, run.run_dir
@@ -400,6 +431,10 @@ def _fit_and_report(run: _Run, resume: bool, extra_callbacks: list, verbose: int
     train_ds = source.dataset(
         "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True
     )
+    if run.custom_loop and source.store is not None:
+        # Each worker reads only its own shard files where there are enough for every worker.
+        shards = read_store_json(source.store)["splits"]["train"]["shards"]
+        train_ds = distribute.shard_by_files(train_ds, run.strategy, len(shards))
     # A known length stops Keras from taking the end of the first validation pass for an early stop.
     val_batches = math.ceil(info.counts["val"] / config.batch_size)
     val_ds = source.dataset("val", config.batch_size).apply(
@@ -432,12 +467,12 @@ def _fit_and_report(run: _Run, resume: bool, extra_callbacks: list, verbose: int
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.CSVLogger(str(history_csv), append=resume),
         # Last, so a kill never leaves a backup of an epoch whose other records are missing.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP_DIR), double_checkpoint=True),
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if resume:
-        print(f"Resuming {run_dir} from epoch {_backup_epoch(run_dir / 'backup') + 1}")
+        print(f"Resuming {run_dir} from epoch {_backup_epoch(run_dir / BACKUP_DIR) + 1}")
     print(
         f"Training {config.model} on {info.source}: {info.counts.get('train', 0)} train / "
         f"{info.counts.get('val', 0)} val samples, {info.num_classes} classes; run folder {run_dir}"
@@ -447,25 +482,32 @@ def _fit_and_report(run: _Run, resume: bool, extra_callbacks: list, verbose: int
         epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=cbs, verbose=verbose
     )
     if run.custom_loop:
-        from yolol_tf import distribute
-
         distribute.custom_fit(model, train_ds, strategy=run.strategy, **fit_args)
     else:
         model.fit(train_ds, shuffle=False, **fit_args)  # the pipeline shuffles
     seconds = time.perf_counter() - start
     if not run.chief:
         return run_dir
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     _dedupe_history(history_csv)
     return _report(config, source, run_dir, activation, val_ds, best_cb, seconds, run.setup)
 
 
 def _backup_epoch(backup: Path) -> int:
-    """Epochs finished according to a BackupAndRestore folder (0 where there is none yet)."""
+    """Epochs finished according to a backup folder (0 where there is none yet).
+
+    Keras' ``BackupAndRestore`` keeps ``training_metadata.json``; the multi-worker loop's
+    ``tf.train.CheckpointManager`` numbers its checkpoints by epochs finished (``ckpt-3``).
+    """
     try:
         return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        found = re.search(r'^model_checkpoint_path: ".*-(\d+)"', (backup / "checkpoint").read_text(), re.M)
+    except OSError:
         return 0
+    return int(found.group(1)) if found else 0
 
 
 def _check_monitor(monitor: str, info: Any) -> None:
@@ -517,17 +559,15 @@ def _report(
     seconds: float,
     setup: Any,
 ) -> Path:
-    import keras
     import numpy as np
 
     from yolol_tf import metrics, plots, runs
     from yolol_tf.callbacks import predict_probs
+    from yolol_tf.models import load_model
 
     info = source.info
     best_path = run_dir / runs.BEST_MODEL
-    model = keras.saving.load_model(
-        best_path if best_path.is_file() else run_dir / runs.LAST_MODEL, compile=False
-    )
+    model = load_model(best_path if best_path.is_file() else run_dir / runs.LAST_MODEL)
     if not best_path.is_file():
         shutil.copyfile(run_dir / runs.LAST_MODEL, best_path)
     single = activation == "softmax"

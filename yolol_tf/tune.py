@@ -394,6 +394,10 @@ def _validate(config: TuneConfig) -> None:
 def _check_same_search(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """A rerun continues a search only if it is the same search; else it would mix two in one oracle."""
     path = out / "search.yaml"
+    if overwrite:
+        # keras-tuner deletes its project; the old search's reports must not outlive it.
+        for name in ("trials.csv", "trials.png", "best.yaml"):
+            (out / name).unlink(missing_ok=True)
     if overwrite or not (out / PROJECT / "oracle.json").is_file() or not path.is_file():
         config_lib.write_yaml(path, settings)
         return
@@ -475,6 +479,8 @@ def _search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
             if role != "chief":
                 jit = device.setup().jit
                 source = source if source is not None else _open(config)
+                if config.objective == "val_f1_macro" and source.info.single_label:
+                    raise UserError("--objective val_f1_macro needs multi-label data; use val_map on single-label data")
             tuner = make_tuner(config, SearchHyperModel(config, space, source, jit), out,
                                overwrite=config.overwrite and role != "worker")
             if role == "worker":

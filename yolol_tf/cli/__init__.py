@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import sys
 
-from yolol_tf.cli.app import app
-from yolol_tf.errors import UserError
-
 # Registration order is the order of `yolol-tf --help`.
 from yolol_tf.cli import data as _data  # noqa: E402,F401
-from yolol_tf.cli import train as _train  # noqa: E402,F401
 from yolol_tf.cli import evaluate as _evaluate  # noqa: E402,F401
 from yolol_tf.cli import export as _export  # noqa: E402,F401
+from yolol_tf.cli import train as _train  # noqa: E402,F401
 from yolol_tf.cli import tune as _tune  # noqa: E402,F401
+from yolol_tf.cli.app import app
+from yolol_tf.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,15 +39,39 @@ def train_command(
     jit: bool | None = typer.Option(
         None, "--jit/--no-jit", help="XLA compilation (default: on for NVIDIA GPUs)."
     ),
-    strategy: str | None = typer.Option(None, "--strategy", help="Distribution strategy (default auto)."),
+    strategy: str | None = typer.Option(
+        None,
+        "--strategy",
+        help="auto (several workers if TF_CONFIG names them, else all local GPUs, else one device), "
+        "one-device, mirrored (all local GPUs) or multi-worker (several machines).",
+    ),  # fmt: skip
     steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Steps per epoch."),
+    workers: str | None = typer.Option(
+        None,
+        "--workers",
+        help="HOST:PORT of every worker training together, comma-separated, the same list and order on "
+        "each (writes TF_CONFIG). Give every worker the same --out on shared storage.",
+    ),  # fmt: skip
+    task_index: int | None = typer.Option(
+        None,
+        "--task-index",
+        help="This worker's position in --workers, from 0 (worker 0 is the chief); default "
+        "$JOB_COMPLETION_INDEX (a Kubernetes indexed Job).",
+    ),  # fmt: skip
 ) -> None:
     """Train a classifier and leave a run folder with models, thresholds, logs, metrics and plots.
 
     Flags override the --config YAML, which overrides the defaults. With --resume and no --config, the
     run folder's own config.yaml is used.
 
+    Several machines: run the same command on each with `--strategy multi-worker`, the same --workers
+    list, its own --task-index and one --out on a shared folder (or set TF_CONFIG, or launch with srun,
+    instead of --workers). Only worker 0 writes the run folder. A worker that fails is restarted with the
+    same command: every worker then goes on from the last finished epoch (no --resume needed).
+
     Example: yolol-tf train cnn --epochs 5 --name first
+
+    Example: yolol-tf train cnn --strategy multi-worker --workers gpu1:2222,gpu2:2222 --task-index 0 --out /shared/cnn
     """
     from yolol_tf import config as config_lib
     from yolol_tf.train import TrainConfig, run_dir_for, train
@@ -64,4 +88,4 @@ def train_command(
             config = run_dir / "config.yaml"
             overrides["out"] = str(run_dir)
     settings = config_lib.resolve(TrainConfig, config, overrides)
-    train(settings, resume=resume)
+    train(settings, resume=resume, workers=workers, task_index=task_index)
