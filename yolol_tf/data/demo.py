@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolol_tf.config import current_umask
+
 DEMO_VERSION = "demo-v1"
 CLASSES = (
     "apple", "orange", "banana", "lemon", "grapes",
@@ -475,6 +477,7 @@ def demo_data_path() -> Path:
         return final / "data.yaml"
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEMO_VERSION}-", dir=root))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the cache is an ordinary folder
     try:
         _write_dataset(tmp, 0, final.absolute())
         try:
