@@ -1,11 +1,14 @@
-"""Shared test settings: quiet TensorFlow, a fixed seed, and the ``large`` marker behind --run-large."""
+"""Shared test settings: quiet TensorFlow, a private cache, a fixed seed, and the ``large`` marker."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# The demo dataset and default stores are cached per test process, never in the user's ~/.cache.
+os.environ.setdefault("YOLOL_TF_CACHE", tempfile.mkdtemp(prefix="yolol-tf-test-cache-"))
 
 import pytest  # noqa: E402
 
