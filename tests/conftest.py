@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # The demo dataset and default stores are cached per test process, never in the user's ~/.cache.
-os.environ.setdefault("YOLOL_TF_CACHE", tempfile.mkdtemp(prefix="yolol-tf-test-cache-"))
+if "YOLOL_TF_CACHE" not in os.environ:
+    os.environ["YOLOL_TF_CACHE"] = tempfile.mkdtemp(prefix="yolol-tf-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["YOLOL_TF_CACHE"], True)
 
 import pytest  # noqa: E402
 
