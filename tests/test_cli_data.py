@@ -69,3 +69,13 @@ def test_user_mistakes_exit_2_without_traceback(
     assert code == 2
     assert message in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_an_unwritable_output_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    from yolol_tf.cli import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    assert main(["demo-data", str(blocker / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "afile" in err and "Traceback" not in err

@@ -283,6 +283,15 @@ def test_strict_fails_on_the_first_problem_naming_file_line_and_value(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_strict_refuses_a_reused_store_that_was_converted_with_problems(tmp_path):
+    data = _bad_dataset(tmp_path / "ds")
+    (tmp_path / "ds/labels/train/ghost.txt").unlink()  # leave only problems found while converting
+    prepare(data, tmp_path / "store", workers=1, progress=False)
+    with pytest.raises(UserError, match=r"class id out of range .*--strict; recorded when"):
+        prepare(data, tmp_path / "store", strict=True, workers=1, progress=False)
+    assert prepare(data, tmp_path / "store", workers=1, progress=False) == (tmp_path / "store").absolute()
+
+
 def test_bad_options_and_a_foreign_out_folder_are_user_errors(tmp_path):
     data = write_dataset(tmp_path / "ds", "ultralytics")
     for kwargs, match in [({"size": 4}, "size=4"), ({"mode": "tiles"}, "mode='tiles'"),

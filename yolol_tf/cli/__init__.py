@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # an output folder that cannot be written, a full disk: the user's to fix
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -285,15 +285,19 @@ def prepare(
         key = hashlib.sha256(json.dumps([str(dataset.source), options], sort_keys=True).encode())
         out = cache_dir() / "stores" / f"{dataset.root.name}-{key.hexdigest()[:12]}"
     out = Path(out).expanduser().absolute()
+    if strict and dataset.problems:
+        raise UserError(f"{dataset.problems[0]} (--strict)")
     if _is_complete(out, fp):
+        # A store converted without --strict may hold problems that --strict must still refuse.
+        recorded = read_problems(out) if strict and (out / "problems.csv").is_file() else []
+        if recorded:
+            raise UserError(f"{recorded[0]} (--strict; recorded when {out} was converted)")
         print(f"Reusing the store {out} (dataset and options unchanged)")
         return out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "dataset.json").exists())):
         raise UserError(
             f"--out exists and is not a yolol-tf store; refusing to overwrite it. Received: {out}"
         )
-    if strict and dataset.problems:
-        raise UserError(f"{dataset.problems[0]} (--strict)")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"

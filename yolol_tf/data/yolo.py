@@ -202,7 +202,7 @@ def _from_yaml(yaml_path: Path) -> YoloDataset:
         if given.is_dir():
             root = Path(os.path.normpath(given))
     if not any(cfg.get(k) for keys in _SPLIT_KEYS.values() for k in keys):
-        raise UserError(f"{yaml_path}: names no split. Expected 'train', 'val' and optionally 'test'")
+        raise UserError(f"{yaml_path}: no split is named in it. Expected 'train', 'val' and optionally 'test'")
     splits: dict[str, list[ImageItem]] = {}
     problems: list[Problem] = []
     for split, keys in _SPLIT_KEYS.items():
