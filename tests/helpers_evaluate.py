@@ -65,8 +65,12 @@ def make_run(
     names: list[str] = NAMES,
     thresholds: list[float] | None = None,
     activation: str = "sigmoid",
+    size: int = SIZE,
 ) -> Path:
-    """A run folder as training leaves it (best.keras, labels.json, config.yaml naming the store)."""
+    """A run folder as training leaves it (best.keras, labels.json, config.yaml naming the store).
+
+    ``size`` is the config.yaml's size; older runs wrote the default 64 there whatever the model takes.
+    """
     import yaml
 
     from yolol_tf.runs import BEST_MODEL, LABELS_FILE, Labels
@@ -75,7 +79,7 @@ def make_run(
     model.save(root / BEST_MODEL)
     thresholds = thresholds if thresholds is not None else [0.5] * len(names)
     Labels(list(names), list(thresholds), activation, (SIZE, SIZE, 3)).save(root / LABELS_FILE)
-    config = {"model": "tiny", "data": str(store) if store is not None else None, "size": SIZE}
+    config = {"model": "tiny", "data": str(store) if store is not None else None, "size": size}
     (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return root
 

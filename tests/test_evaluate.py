@@ -99,6 +99,15 @@ def test_evaluate_model_file_other_split_and_explicit_data(setup: dict) -> None:
     assert result["tuned"]["f1_macro"] == result["default"]["f1_macro"]
 
 
+def test_yolo_data_is_prepared_at_the_size_the_model_takes(setup: dict, tmp_path: Path) -> None:
+    from tests.helpers_data import write_dataset
+
+    # config.yaml says 64 (as runs trained on a store used to record) but the model takes 32x32.
+    run = make_run(tmp_path / "run", setup["model"], store=setup["store"], size=64)
+    result = evaluate(run, data=write_dataset(tmp_path / "yolo"))
+    assert result["samples"] == 2 and result["names"] == NAMES
+
+
 def test_predict_probs_returns_truth_and_sigmoid_probabilities(setup: dict) -> None:
     source = yolol_tf.data.open_data(str(setup["store"]), size=32)
     y_true, y_prob = predict_probs(setup["model"], source.dataset("test", 16), "sigmoid")

@@ -118,9 +118,12 @@ def test_refused_export_is_kept_aside_and_exits_non_zero(run, tmp_path, capsys):
     assert code == 1
     assert "refused" in capsys.readouterr().err.lower()
     assert not dest.exists()
-    refused = [p.name for p in tmp_path.iterdir()]
-    assert len(refused) == 1 and refused[0].startswith("model.float16.REFUSED-map-drop-")
-    assert refused[0].endswith(".tflite")
+    (refused,) = [p for p in tmp_path.iterdir() if p.suffix == ".tflite"]
+    assert refused.name.startswith("model.float16.REFUSED-map-drop-")
+    # Its labels lie beside it, named as for a placed export, so it can be inspected or used as is.
+    assert refused.with_suffix(".labels.txt").read_text().split() == NAMES
+    assert json.loads(refused.with_suffix(".labels.json").read_text())["names"] == NAMES
+    assert len(list(tmp_path.iterdir())) == 3
     # --force keeps it under the final name.
     assert (
         cli(
@@ -186,6 +189,28 @@ def test_bad_options_are_user_errors(run, tmp_path):
     tiny_model().save(tmp_path / "bare.keras")
     with pytest.raises(UserError, match="--data"):
         export(tmp_path / "bare.keras", "tflite", quantize="int8", verbose=False)
+
+
+def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, monkeypatch):
+    import yolol_tf.export as export_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the export ran before its destination was checked")
+
+    monkeypatch.setattr(export_module, "_crops", must_not_run)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(UserError, match="notes.txt is a file"):
+        export_module.export(run, "savedmodel", out=a_file, verbose=False)
+    with pytest.raises(UserError, match="cannot create the folder"):
+        export_module.export(run, "tflite", out=a_file / "sub" / "m.tflite", verbose=False)
+    # A folder of the user's that is not a SavedModel would be replaced: refused, left as it was.
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"jpeg")
+    with pytest.raises(UserError, match="other than a SavedModel"):
+        export_module.export(run, "savedmodel", out=tmp_path / "photos", verbose=False)
+    assert a_file.read_text() == "mine" and (tmp_path / "photos" / "a.jpg").is_file()
+    assert cli("export", str(run), "--out", str(a_file)) == 2
 
 
 @pytest.mark.large

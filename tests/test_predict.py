@@ -128,3 +128,41 @@ def test_cli_writes_csv_and_names_missing_paths(run, images, tmp_path, capsys):
     assert len(list(csv.DictReader(out.open()))) == 8
     assert cli("predict", str(run), str(tmp_path / "missing")) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_corrupt_models_are_named_without_a_traceback(run, images, tmp_path, capsys):
+    (tmp_path / "junk.tflite").write_bytes(b"\x00\x01not a flatbuffer at all" * 8)
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    broken = tmp_path / "broken.savedmodel"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"garbage")
+    for model, kind in [
+        ("junk.tflite", "TFLite"),
+        ("empty.tflite", "TFLite"),
+        ("broken.savedmodel", "SavedModel"),
+    ]:
+        assert cli("predict", str(tmp_path / model), str(images / "img0.png")) == 2
+        err = capsys.readouterr().err
+        assert f"{model}: cannot load the {kind}" in err and "Traceback" not in err
+
+
+def test_paths_without_images_are_an_error(run, tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no images here")
+    assert cli("predict", str(run), str(tmp_path / "docs")) == 2
+    err = capsys.readouterr().err
+    assert "No images in" in err and "docs" in err and ".png" in err
+
+
+def test_boxes_too_small_for_training_are_not_classified(run, tmp_path):
+    import cv2
+
+    from yolol_tf.predict import predict
+
+    cv2.imwrite(str(tmp_path / "scene.png"), np.full((64, 64, 3), 90, np.uint8))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    # 1.5 px wide: below prepare's default min_box (2 px), so training never saw such a crop.
+    (labels / "scene.txt").write_text("0 0.5 0.5 0.0234375 0.5\n1 0.5 0.5 0.25 0.25\n")
+    preds = predict(run, [tmp_path / "scene.png"], boxes=labels, progress=False)
+    assert [p.box for p in preds] == [1]

@@ -30,9 +30,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from yolol_tf.train import train
+    from yolol_tf.train import TrainConfig, train
 
-    return train(tiny_config(store, tmp_path_factory.mktemp("runs") / "run"), verbose=0)
+    # size left at the default (64): the 32-px store decides, and config.yaml must say 32.
+    config = tiny_config(store, tmp_path_factory.mktemp("runs") / "run", size=TrainConfig().size)
+    return train(config, verbose=0)
 
 
 # --- the run folder ---------------------------------------------------------------------------------
@@ -64,6 +66,30 @@ def test_best_model_loads_without_custom_objects_and_config_repeats_the_run(fini
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 3)
     again = config_lib.resolve(TrainConfig, finished_run / "config.yaml", {})
     assert again.model == "cnn" and again.epochs == 1 and again.model_options["width"] == 8
+    assert again.size == 32, "config.yaml records the size the store holds, not the default"
+    assert json.loads((finished_run / "labels.json").read_text())["input_shape"] == [32, 32, 3]
+
+
+def test_a_size_that_differs_from_the_stores_is_refused(store: Path, tmp_path: Path) -> None:
+    from yolol_tf.train import train
+
+    with pytest.raises(UserError, match=r"size 48 .* holds 32x32 images"):
+        train(tiny_config(store, tmp_path / "run", size=48), verbose=0)
+    assert not (tmp_path / "run").exists(), "nothing is trained or written"
+
+
+def test_a_fresh_process_loads_the_best_model_with_our_layers(finished_run: Path) -> None:
+    # Keras finds our BatchNormalization only once its module is imported: load_model sees to that.
+    code = (
+        "import sys; from yolol_tf.models import load_model; "
+        "print(load_model(sys.argv[1]).output_shape)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(finished_run / "best.keras")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(", 3)")
 
 
 def test_finished_run_is_never_overwritten(finished_run: Path, store: Path) -> None:

@@ -2,7 +2,9 @@
 
 Checkpoints are written through a temporary file and a rename, so a run killed while saving never leaves a
 half-written ``best.keras`` or ``last.keras``; they hold the model without optimizer or compile settings,
-so any tool loads them with ``keras.saving.load_model`` and no custom objects beyond the model's layers.
+so any tool loads them with :func:`yolol_tf.models.load_model` and no custom objects. (Plain
+``keras.saving.load_model`` works only after ``import yolol_tf.models.layers``, which registers our
+``BatchNormalization``; ``yolol_tf.models.load_model`` does that import first.)
 """
 
 from __future__ import annotations

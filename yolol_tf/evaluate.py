@@ -121,8 +121,15 @@ def _load_keras_model(path: Path) -> keras.Model:
     return load_model(path)
 
 
-def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: int) -> DataSource:
-    """Opens ``data``, or the data the model's run trained on, prepared the way the run prepared it."""
+def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: int | None) -> DataSource:
+    """Opens ``data``, or the data the model's run trained on, prepared the way the run prepared it.
+
+    Args:
+        resolved: the model and its run folder.
+        data: what to evaluate on; None = the run's data (its config.yaml), else the demo data.
+        size: the side the model takes, which a YOLO dataset is prepared at (it wins over the run's
+            config.yaml, which older runs wrote before the data had set the size); None = the run's.
+    """
     from yolol_tf.data import open_data
 
     # A model file inside a run folder (RUN/last.keras) still knows the data its run trained on.
@@ -130,7 +137,8 @@ def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: 
     options = {k: config[k] for k in _DATA_KEYS if config.get(k) is not None}
     if data is not None:
         options.pop("val", None)  # the run's extra test CSV belongs to the run's data, not to this one
-    options.setdefault("size", size)
+    if size is not None:
+        options["size"] = size
     return open_data(data if data is not None else config.get("data"), **options)
 
 
@@ -196,7 +204,8 @@ def evaluate(
     if len(thresholds) != num_outputs:
         raise UserError(f"{len(thresholds)} thresholds given for {num_outputs} classes")
 
-    source = _open_source(resolved, data, int(input_shape[0] or labels.input_shape[0]))
+    side = input_shape[0] or (labels.input_shape[0] if labels.input_shape else None)
+    source = _open_source(resolved, data, None if side is None else int(side))
     info = source.info
     if split not in source.splits:
         raise UserError(

@@ -158,46 +158,12 @@ def _run_settings(resolved: ResolvedModel) -> dict | None:
 
 def _open_source(data, settings: dict, size: int):
     """A ``DataSource`` for ``data`` (None: the demo dataset), built with the run's crop options."""
-    try:
-        from yolol_tf.data import open_data
-    except ImportError:
-        open_data = None
-    if open_data is not None:
-        options = {
-            k: settings[k] for k in ("val", "context", "min_visible", "mode") if settings.get(k) is not None
-        }
-        return open_data(data, size=size, **options)
-    if data is not None and (Path(data) / "dataset.json").is_file():
-        return _StoreSource(Path(data))  # until yolol_tf.data.open_data lands
-    raise UserError(f"Cannot read data {data!r}: yolol_tf.data.open_data is not available")
+    from yolol_tf.data import open_data
 
-
-class _StoreSource:
-    """Reads a store's TFRecord shards directly (the contract's format); a stand-in for open_data."""
-
-    def __init__(self, store: Path):
-        self.store = store
-        self.meta = json.loads((store / "dataset.json").read_text(encoding="utf-8"))
-        self.splits = list(self.meta["splits"])
-
-    def dataset(
-        self, split: str, batch_size: int, *, training: bool = False, augment: float = 0.0, seed=None, **_
-    ):
-        import tensorflow as tf
-
-        size, n = int(self.meta["size"]), int(self.meta["num_classes"])
-        files = [str(self.store / s) for s in self.meta["splits"][split]["shards"]]
-        spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
-
-        def parse(record):
-            ex = tf.io.parse_single_example(record, spec)
-            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), (size, size, 3))
-            return image, tf.cast(tf.reshape(tf.io.decode_raw(ex["label"], tf.uint8), (n,)), tf.float32)
-
-        ds = tf.data.TFRecordDataset(files).map(parse)
-        if training:
-            ds = ds.shuffle(4096, seed=seed)
-        return ds.batch(batch_size)
+    options = {
+        k: settings[k] for k in ("val", "context", "min_visible", "mode") if settings.get(k) is not None
+    }
+    return open_data(data, size=size, **options)
 
 
 def _take(ds, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,6 +320,32 @@ def embed_labels(tflite: bytes, labels: Labels) -> bytes:
     return bytes(builder.Output())
 
 
+def _tflite_labels_paths(dest: Path) -> tuple[Path, Path]:
+    """``m.int8.tflite`` -> ``m.int8.labels.json``, ``m.int8.labels.txt`` (what predict looks for)."""
+    return dest.with_suffix(".labels.json"), dest.with_suffix(".labels.txt")
+
+
+def _check_destination(dest: Path, format: str) -> None:
+    """Refuses, before any work, a destination the finished export could not be moved to.
+
+    Raises:
+        UserError: ``dest`` is a file where a SavedModel folder goes, a folder that is not a SavedModel
+            (it would be replaced), or its parent folder cannot be created.
+    """
+    if format == "savedmodel" and dest.exists():
+        if not dest.is_dir():
+            raise UserError(f"--out {dest} is a file; a SavedModel is a folder. Choose a folder name")
+        if any(dest.iterdir()) and not (dest / "saved_model.pb").is_file():
+            raise UserError(
+                f"--out {dest} is a folder that holds something other than a SavedModel and would be "
+                "replaced; choose a new folder name"
+            )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {dest}: cannot create the folder {dest.parent} ({e.strerror or e})") from None
+
+
 def _place(src: Path, dest: Path, work: Path) -> None:
     """Moves a finished export under its final name; an older one there goes away only afterwards."""
     if dest.is_dir():
@@ -444,7 +436,7 @@ def export(
     dest = Path(out) if out is not None else default_destination(resolved.model_path, format, quantize)
     if format == "tflite" and dest.is_dir():  # --out FOLDER: the default file name inside it
         dest = dest / default_destination(resolved.model_path, format, quantize).name
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _check_destination(dest, format)
 
     calib, x, y = _crops(
         resolved,
@@ -494,6 +486,9 @@ def export(
             )
         if refusal is not None and not force:
             aside = refused_destination(dest, refusal[0])
+            if format == "tflite":  # a forced or inspected refusal is as usable as a placed export
+                _write_labels(labels, *_tflite_labels_paths(aside))
+            del runner  # release the interpreter's mapping of the file before it moves
             _place(built, aside, work)
             raise UserError(
                 f"Export refused: {refusal[1]}. Kept aside as {aside}; --force keeps it anyway", 1
@@ -502,8 +497,8 @@ def export(
         result_latency = latency_ms(runner, x[0], latency_runs)
         keras_latency = latency_ms(keras_runner, x[0], latency_runs)
         if format == "tflite":
-            labels_path = dest.with_suffix(".labels.json")
-            _write_labels(labels, labels_path, dest.with_suffix(".labels.txt"))
+            labels_path, labels_txt = _tflite_labels_paths(dest)
+            _write_labels(labels, labels_path, labels_txt)
         else:
             labels_path = dest / "labels.json"
         del runner  # release the interpreter's mapping of the file before it moves

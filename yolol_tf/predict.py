@@ -38,6 +38,11 @@ except ImportError:  # pragma: no cover - depends on the data package's __init__
     from yolol_tf.data.images import letterbox, read_image
 
 
+def _first_line(error: Exception) -> str:
+    """``Type: first line of the message`` (clipped), for a UserError about a file that will not load."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+
+
 def _activate(logits: np.ndarray, activation: str) -> np.ndarray:
     if activation == "softmax":
         z = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -104,7 +109,10 @@ class SavedModelRunner(Runner):
     def __init__(self, path: Path, labels: Labels | None = None):
         import tensorflow as tf
 
-        self._loaded = tf.saved_model.load(str(path))
+        try:
+            self._loaded = tf.saved_model.load(str(path))
+        except Exception as e:  # a corrupt or foreign saved_model.pb: TF raises many kinds
+            raise UserError(f"{path}: cannot load the SavedModel ({_first_line(e)})") from None
         sigs = self._loaded.signatures
         key = "serve" if "serve" in sigs else "serving_default"
         if key not in sigs:
@@ -146,9 +154,12 @@ class TFLiteRunner(Runner):
     kind = "tflite"
 
     def __init__(self, path: Path, labels: Labels | None = None):
-        self.interpreter = _interpreter(path)
-        self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
+        try:
+            self.interpreter = _interpreter(path)
+            self._in = self.interpreter.get_input_details()[0]
+            self._out = self.interpreter.get_output_details()[0]
+        except Exception as e:  # junk bytes, an empty or truncated file: the runtime raises many kinds
+            raise UserError(f"{path}: cannot load the TFLite model ({_first_line(e)})") from None
         shape = tuple(int(d) for d in self._in["shape"][1:])
         num_classes = int(self._out["shape"][-1])
         super().__init__(path, labels or Labels.default(num_classes, shape))
@@ -188,16 +199,26 @@ def read_tflite_labels(path: str | os.PathLike) -> Labels | None:
 
     Args:
         path: the ``.tflite`` file.
+
+    Raises:
+        UserError: the file is not a readable TFLite model (junk bytes, empty, truncated).
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
     buf = Path(path).read_bytes()
-    model = schema.Model.GetRootAsModel(buf, 0)
-    for i in range(model.MetadataLength()):
-        meta = model.Metadata(i)
-        if meta.Name() == TFLITE_LABELS_METADATA.encode():
-            data = json.loads(model.Buffers(meta.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
-            return Labels(data["names"], data["thresholds"], data["activation"], tuple(data["input_shape"]))
+    try:
+        if len(buf) < 8 or buf[4:8] != b"TFL3":  # flatbuffers read any bytes; the identifier says TFLite
+            raise ValueError("no TFL3 file identifier")
+        model = schema.Model.GetRootAsModel(buf, 0)
+        for i in range(model.MetadataLength()):
+            meta = model.Metadata(i)
+            if meta.Name() == TFLITE_LABELS_METADATA.encode():
+                data = json.loads(model.Buffers(meta.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
+                return Labels(
+                    data["names"], data["thresholds"], data["activation"], tuple(data["input_shape"])
+                )
+    except Exception as e:  # offsets read from junk point anywhere: struct.error, IndexError, ...
+        raise UserError(f"{path}: cannot load the TFLite model ({_first_line(e)})") from None
     return None
 
 
@@ -289,7 +310,9 @@ def read_boxes(label_file: Path, width: int, height: int) -> list[tuple[int, tup
     boxes, problems = parse_labels(str(label_file), 1 << 30)
     for problem in problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
-    samples, _ = plan_crops(boxes, width, height, context=0.0, min_box=1.0)
+    # min_box left at plan_crops' default, the one prepare and open_data use too: boxes too small to be
+    # training crops are not classified either.
+    samples, _ = plan_crops(boxes, width, height, context=0.0)
     return [(s.box, s.window) for s in samples]
 
 
@@ -326,16 +349,24 @@ def predict(
         boxes: a folder of YOLO label files (``<image stem>.txt``, or mirroring the image folders).
         batch_size: crops per model call.
         progress: show a progress bar on stderr.
+
+    Raises:
+        UserError: a missing path, no images among ``paths``, or a model that cannot be loaded.
     """
     from tqdm import tqdm
 
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    runner = model if isinstance(model, Runner) else load_runner(model)
     boxes_dir = Path(boxes) if boxes is not None else None
     if boxes_dir is not None and not boxes_dir.is_dir():
         raise UserError(f"--boxes must be a folder of YOLO label files. Received: {boxes_dir}")
     images = find_images(paths)
+    if not images:  # checked before the model loads: an empty result would look like a success
+        raise UserError(
+            f"No images in {', '.join(str(p) for p in paths) or '(no paths given)'}: folders are searched "
+            f"recursively for {', '.join(sorted(IMAGE_EXTENSIONS))} (any case)"
+        )
+    runner = model if isinstance(model, Runner) else load_runner(model)
     roots = [Path(p) for p in paths if Path(p).is_dir()]
     preds: list[Prediction] = []
     pending: list[tuple[Path, int | None, tuple | None, np.ndarray]] = []

@@ -54,7 +54,9 @@ class TrainConfig:
         model_options: keyword options of the model builder (e.g. ``{"small_input": True}``).
         data: a YOLO data.yaml or folder, a prepared store, or a Sign-MNIST CSV; None = the demo dataset.
         val: a Sign-MNIST test CSV, reported as "test" (never used for model selection).
-        size: crop side in pixels.
+        size: crop side in pixels of a YOLO dataset; a store or CSV keeps its own size, and a size other
+            than the default that differs from it is an error (see :func:`resolve_size`). config.yaml
+            records the size the data has.
         context: extra margin around each box, as a fraction of its size.
         min_visible: drop crops of boxes less visible than this after clipping.
         mode: "crop" (one sample per box) or "image" (one sample per image, labels = classes present).
@@ -366,6 +368,8 @@ def train(
             mode=config.mode,
         )
         info = source.info
+        # Recorded as the data has it, so config.yaml (resume, evaluate) says what the model takes.
+        config = resolve_size(config, info)
         if "val" not in source.splits or not info.counts.get("val"):
             raise UserError(
                 f"{info.source}: no validation split; training needs one to select the best epoch"
@@ -381,6 +385,29 @@ def train(
         return _fit_and_report(run, resume, callbacks or [], verbose)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def resolve_size(config: TrainConfig, info: Any) -> TrainConfig:
+    """The config with ``size`` set to the side of the data's images, or a UserError where they clash.
+
+    A YOLO dataset is prepared at ``size``, but a prepared store or a Sign-MNIST CSV (28 px) keeps its
+    own size. The rule: a size other than the default (64) was set by the user (flag or YAML), and
+    one that differs from the data's is refused rather than silently ignored; the default gives way to
+    the data's size. (An explicit 64 cannot be told from the default, so it gives way too.)
+
+    Args:
+        config: the run's settings.
+        info: the opened data's ``DatasetInfo``.
+    """
+    actual = int(info.image_shape[0])
+    default = TrainConfig.__dataclass_fields__["size"].default
+    if config.size not in (actual, default):
+        raise UserError(
+            f"size {config.size} was asked for but the data {info.source} holds {actual}x{actual} images "
+            f"(size {actual}). Leave out --size (or size: in the YAML) to train at {actual}, or prepare "
+            f"the data again with --size {config.size}"
+        )
+    return dataclasses.replace(config, size=actual)
 
 
 def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:

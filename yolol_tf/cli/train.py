@@ -26,7 +26,12 @@ def train_command(
     name: str | None = typer.Option(None, "--name", help="Run name (default: the start time)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per step."),
-    size: int | None = typer.Option(None, "--size", help="Crop side in pixels."),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own size; "
+        "a different size given here is an error.",
+    ),  # fmt: skip
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     loss: str | None = typer.Option(None, "--loss", help="bce, weighted_bce, focal, asl or cce."),
     augment: float | None = typer.Option(None, "--augment", help="Augmentation strength, 0..1."),
