@@ -634,7 +634,9 @@ def _report(
         "device": setup.describe(),
         **results,
     }
-    config_lib.atomic_write_text(run_dir / FINISHED_MARKER, json.dumps(_json_safe(summary), indent=2) + "\n")
+    config_lib.atomic_write_text(
+        run_dir / FINISHED_MARKER, json.dumps(metrics.json_safe(summary), indent=2) + "\n"
+    )
     print(_quality_line(results, run_dir))
     return run_dir
 
@@ -649,14 +651,3 @@ def _quality_line(results: dict, run_dir: Path) -> str:
                 line += f", accuracy {r['accuracy']:.3f}"
             parts.append(line)
     return f"Done: {'; '.join(parts)}. Run folder: {run_dir}"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (an AP with no positives) becomes null: JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
