@@ -303,3 +303,11 @@ def test_bad_options_and_a_foreign_out_folder_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a yolol-tf store"):
         prepare(data, tmp_path / "mine", workers=1)
     assert (tmp_path / "mine/notes.txt").read_text() == "keep me"
+
+
+def test_the_default_store_lives_under_the_cache_with_the_user_folder_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("YOLOL_TF_CACHE", "~/cache")
+    data = write_dataset(tmp_path / "ds", "ultralytics")
+    store = prepare(data, workers=1, progress=False)
+    assert store.is_relative_to(tmp_path / "cache" / "stores") and (store / "dataset.json").is_file()

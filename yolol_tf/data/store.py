@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
+from yolol_tf.data.demo import cache_root
 from yolol_tf.data.images import read_image
 from yolol_tf.data.yolo import PROBLEM_KINDS, ImageItem, Problem, YoloDataset, find_dataset, parse_labels
 from yolol_tf.errors import UserError
@@ -191,11 +192,6 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def cache_dir() -> Path:
-    """``$YOLOL_TF_CACHE``, else ``~/.cache/yolol-tf``."""
-    return Path(os.environ.get("YOLOL_TF_CACHE") or Path.home() / ".cache" / "yolol-tf")
-
-
 def _check_options(size: int, context: float, min_visible: float, min_box: float, mode: str) -> None:
     if not isinstance(size, int) or not 8 <= size <= 1024:
         raise UserError(f"--size must be an integer in 8..1024. Received: size={size!r}")
@@ -283,7 +279,7 @@ def prepare(
     fp = fingerprint(dataset, options)
     if out is None:
         key = hashlib.sha256(json.dumps([str(dataset.source), options], sort_keys=True).encode())
-        out = cache_dir() / "stores" / f"{dataset.root.name}-{key.hexdigest()[:12]}"
+        out = cache_root() / "stores" / f"{dataset.root.name}-{key.hexdigest()[:12]}"
     out = Path(out).expanduser().absolute()
     if strict and dataset.problems:
         raise UserError(f"{dataset.problems[0]} (--strict)")
