@@ -1,7 +1,7 @@
 """Cost of the multi-worker training loop: ``distribute.custom_fit`` against ``Model.fit``, one process.
 
 Trains the same small CNN (our ``cnn`` builder, 32 px RGB inputs, 10 classes) on the same in-memory
-batches with ``Model.fit`` (the baseline) and with ``yolol_tf.distribute.custom_fit``, both under the
+batches with ``Model.fit`` (the baseline) and with ``yolol_tf.training.distribute.custom_fit``, both under the
 default strategy, and prints steps per second and their ratio. ``custom_fit`` runs one ``tf.function``
 call per step and reads the metrics every step, as ``Model.fit`` does with ``steps_per_execution=1``; a
 ratio near 1 means multi-worker users lose nothing to the loop itself (the all-reduce is the network's).
@@ -30,8 +30,8 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from yolol_tf import distribute
     from yolol_tf.models import build_model
+    from yolol_tf.training import distribute
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.batch * 8, args.size, args.size, 3)).astype("float32")

@@ -2,7 +2,7 @@
 
 Trains a small ``cnn`` from ``yolol_tf.models`` briefly on the embedded demo dataset (64 px crops,
 10 produce classes), saves it as a run folder, then exports it as SavedModel and TFLite float32, float16
-and int8 through ``yolol_tf.export.export`` (which checks each against the Keras model on the validation
+and int8 through ``yolol_tf.inference.export.export`` (which checks each against the Keras model on the validation
 crops). The baseline is the Keras model itself, measured in the same process: sizes and latencies are
 printed as ratios against it. Latency is the median of single-image calls on this machine's CPU.
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="single-image calls per latency median")
     args = parser.parse_args()
 
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         run = train_demo_run(Path(tmp) / "run", epochs=args.epochs, width=args.width)

@@ -1,4 +1,4 @@
-"""Search cost per trial: seconds and memory of `yolol_tf.tune` trials against plain fits of the same models.
+"""Search cost per trial: seconds and memory of `yolol_tf.tuning.search` trials against plain fits of the same models.
 
 Runs a random search of a small cnn on a synthetic Sign-MNIST CSV (real ``open_data`` pipeline), then,
 in the same process, builds, compiles and fits each trial's configuration directly (the baseline: no
@@ -41,9 +41,9 @@ def plain_fit(config, source) -> float:
     """Seconds to build, compile and fit one configuration without keras-tuner."""
     import keras
 
-    from yolol_tf.callbacks import MAPCallback
     from yolol_tf.models import build_model
-    from yolol_tf.train import compile_model
+    from yolol_tf.training.callbacks import MAPCallback
+    from yolol_tf.training.loop import compile_model
 
     keras.backend.clear_session()
     gc.collect()
@@ -71,9 +71,9 @@ def main() -> None:
 
     from yolol_tf.config import resolve
     from yolol_tf.data import open_data
-    from yolol_tf.train import TrainConfig
-    from yolol_tf.tune import TuneConfig, tune
-    from yolol_tf.tune_space import train_values
+    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.tuning.search import TuneConfig, tune
+    from yolol_tf.tuning.space import train_values
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

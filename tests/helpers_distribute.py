@@ -81,7 +81,7 @@ def tiny_model():
 def train(strategy, epochs: int, *, use_fit: bool = False, callbacks: list | None = None,
           backup_dir: str | None = None) -> dict:
     """Trains :func:`tiny_model` under ``strategy``; returns its history and weights."""
-    from yolol_tf import distribute
+    from yolol_tf.training import distribute
 
     with strategy.scope():
         model = tiny_model()
@@ -111,7 +111,7 @@ class _Die:
 def _worker(args: argparse.Namespace) -> None:
     import keras
 
-    from yolol_tf import distribute
+    from yolol_tf.training import distribute
 
     strategy = distribute.make_strategy("multi-worker", workers=args.workers, task_index=args.task_index)
     out = Path(args.out)
@@ -132,7 +132,7 @@ def _mirrored(args: argparse.Namespace) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from yolol_tf import distribute
+    from yolol_tf.training import distribute
 
     strategy = distribute.make_strategy("mirrored")
     results = {
@@ -150,7 +150,7 @@ def _predict_under(strategy) -> dict:
     """Rows and largest gap of ``predict_probs`` (as MAPCallback uses it) against ``model(x)``."""
     import tensorflow as tf
 
-    from yolol_tf.callbacks import predict_probs
+    from yolol_tf.training.callbacks import predict_probs
 
     with strategy.scope():
         model = tiny_model()

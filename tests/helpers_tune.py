@@ -97,7 +97,7 @@ TINY_SPACE = "width: [4, 8]\ndepths: [1-1]\nbatch_size: 16\n"
 
 def tiny_config(out: str, **overrides: Any) -> Any:
     """A TuneConfig for a 2-trial random search of a tiny cnn at 32 px (a space file is written to ``out``'s parent)."""
-    from yolol_tf.tune import TuneConfig
+    from yolol_tf.tuning.search import TuneConfig
 
     space = os.path.join(os.path.dirname(os.path.abspath(out)), "tiny_space.yaml")
     if not os.path.exists(space):
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--worker-id")
     parser.add_argument("--max-trials", type=int, default=3)
     args = parser.parse_args()
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     config = tiny_config(args.out, chief=args.chief, worker=args.worker, worker_id=args.worker_id,
                          max_trials=args.max_trials)

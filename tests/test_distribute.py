@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests import helpers_distribute as helpers
-from yolol_tf import distribute
 from yolol_tf.errors import UserError
+from yolol_tf.training import distribute
 
 
 def _max_gap(a: list, b: list) -> float:
@@ -65,7 +65,7 @@ def test_bad_workers_arguments_are_user_errors(monkeypatch: pytest.MonkeyPatch) 
 
 def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
-    from yolol_tf.train import TrainConfig, train
+    from yolol_tf.training.loop import TrainConfig, train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
@@ -113,7 +113,7 @@ def test_chief_is_the_chief_task_else_worker_zero() -> None:
 
 
 def test_a_restarted_cluster_run_resumes_without_being_asked(tmp_path: Path) -> None:
-    from yolol_tf.train import should_resume
+    from yolol_tf.training.loop import should_resume
 
     chief = _cluster_member("worker", 0, {"worker": ["a:1", "b:1"]})
     other = _cluster_member("worker", 1, {"worker": ["a:1", "b:1"]})

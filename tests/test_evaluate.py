@@ -26,7 +26,7 @@ from tests.helpers_evaluate import (
 )
 from yolol_tf import cli
 from yolol_tf.errors import UserError
-from yolol_tf.evaluate import evaluate, format_report, predict_probs
+from yolol_tf.inference.evaluate import evaluate, format_report, predict_probs
 
 THRESHOLDS = [0.4, 0.55, 0.6]
 
@@ -229,7 +229,7 @@ def _tiny_fit(run: Path, epochs: int = 2, initial_epoch: int = 0, seed: int = 7)
 
 
 def test_history_reads_tensorboard_scalars(tmp_path: Path, capsys) -> None:
-    from yolol_tf.history import read_history
+    from yolol_tf.training.history import read_history
 
     run = tmp_path / "run"
     fit = _tiny_fit(run)
@@ -252,7 +252,7 @@ def test_history_reads_tensorboard_scalars(tmp_path: Path, capsys) -> None:
 def test_history_of_a_resumed_run_keeps_the_rewritten_epochs(tmp_path: Path) -> None:
     import time
 
-    from yolol_tf.history import read_history
+    from yolol_tf.training.history import read_history
 
     run = tmp_path / "run"
     first = _tiny_fit(run, epochs=2)

@@ -43,7 +43,7 @@ def _leftovers(folder):
 def test_savedmodel_serves_probabilities_like_keras(run, tmp_path):
     import tensorflow as tf
 
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     result = export(run, "savedmodel", out=tmp_path / "serving", verbose=False)
     loaded = tf.saved_model.load(str(result.path))
@@ -61,8 +61,8 @@ def test_savedmodel_serves_probabilities_like_keras(run, tmp_path):
 def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
     from ai_edge_litert.interpreter import Interpreter
 
-    from yolol_tf.export import export
-    from yolol_tf.predict import read_tflite_labels
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.predict import read_tflite_labels
 
     result = export(run, "tflite", verbose=False)
     assert result.path == run / "best.tflite"
@@ -81,8 +81,8 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
 
 
 def test_single_label_exports_softmax_probabilities(run, tmp_path):
-    from yolol_tf.export import export
-    from yolol_tf.predict import TFLiteRunner, read_tflite_labels
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.predict import TFLiteRunner, read_tflite_labels
 
     softmax_run = write_run(tmp_path / "softmax", tiny_model(), run.parent / "store", activation="softmax")
     result = export(softmax_run, "tflite", verbose=False)
@@ -92,7 +92,7 @@ def test_single_label_exports_softmax_probabilities(run, tmp_path):
 
 
 def test_float16_reports_map_beside_keras(run, tmp_path, capsys):
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     result = export(run, "tflite", quantize="float16", out=tmp_path / "m.fp16.tflite")
     assert result.keras_map is not None and result.keras_map - result.export_map <= 0.02
@@ -145,7 +145,7 @@ def test_refused_export_is_kept_aside_and_exits_non_zero(run, tmp_path, capsys):
 
 
 def test_interrupted_export_leaves_nothing_under_the_final_name(run, tmp_path, monkeypatch):
-    import yolol_tf.export as export_module
+    import yolol_tf.inference.export as export_module
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -157,9 +157,9 @@ def test_interrupted_export_leaves_nothing_under_the_final_name(run, tmp_path, m
 
 
 def test_cnn_with_our_batch_norm_converts_to_builtin_ops(tmp_path):
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.predict import load_runner
     from yolol_tf.models import build_model
-    from yolol_tf.predict import load_runner
 
     model = build_model("cnn", (32, 32, 3), 3, width=4, depths=(1, 1), dropout=0.0)
     model.save(tmp_path / "cnn.keras")
@@ -169,7 +169,7 @@ def test_cnn_with_our_batch_norm_converts_to_builtin_ops(tmp_path):
 
 
 def test_op_without_builtin_kernel_is_named(tmp_path):
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     model = tiny_model(extra_layer=cumprod_layer())
     model.save(tmp_path / "flex.keras")
@@ -180,7 +180,7 @@ def test_op_without_builtin_kernel_is_named(tmp_path):
 
 
 def test_bad_options_are_user_errors(run, tmp_path):
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     with pytest.raises(UserError, match="format='onnx'"):
         export(run, "onnx")
@@ -192,7 +192,7 @@ def test_bad_options_are_user_errors(run, tmp_path):
 
 
 def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, monkeypatch):
-    import yolol_tf.export as export_module
+    import yolol_tf.inference.export as export_module
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the export ran before its destination was checked")
@@ -217,8 +217,8 @@ def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, m
 def test_int8_of_a_trained_model_passes_its_check(run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from yolol_tf.export import export
-    from yolol_tf.predict import TFLiteRunner, read_tflite_labels
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.predict import TFLiteRunner, read_tflite_labels
 
     result = export(
         run, "tflite", quantize="int8", out=tmp_path / "m.int8.tflite", num_calibration=64, verbose=False

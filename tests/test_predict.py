@@ -43,7 +43,7 @@ def _tops(preds):
 
 
 def _check_same_as_keras(run, model, images, capsys):
-    from yolol_tf.predict import predict
+    from yolol_tf.inference.predict import predict
 
     reference = predict(run / "best.keras", [images], progress=False)
     preds = predict(model, [images], batch_size=3, progress=False)
@@ -56,7 +56,7 @@ def _check_same_as_keras(run, model, images, capsys):
 
 
 def test_run_folder_and_keras_file_agree_and_skip_unreadable(run, images, capsys):
-    from yolol_tf.predict import predict
+    from yolol_tf.inference.predict import predict
 
     preds = predict(run, [images], progress=False)
     err = capsys.readouterr().err
@@ -71,7 +71,7 @@ def test_run_folder_and_keras_file_agree_and_skip_unreadable(run, images, capsys
 
 
 def test_savedmodel_and_tflite_give_the_same_top_classes(run, images, capsys):
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
 
     savedmodel = export(run, "savedmodel", verbose=False).path
     tflite = export(run, "tflite", verbose=False).path
@@ -81,8 +81,8 @@ def test_savedmodel_and_tflite_give_the_same_top_classes(run, images, capsys):
 
 @pytest.mark.large
 def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
-    from yolol_tf.export import export
-    from yolol_tf.predict import load_runner
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.predict import load_runner
 
     int8 = export(run, "tflite", quantize="int8", num_calibration=64, verbose=False).path
     runner = load_runner(int8)
@@ -93,7 +93,7 @@ def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
 def test_boxes_are_classified_one_by_one(run, tmp_path):
     import cv2
 
-    from yolol_tf.predict import predict
+    from yolol_tf.inference.predict import predict
 
     # A 64x128 image: a "red" object on the left, a "blue" one on the right.
     image = np.full((64, 128, 3), 30, np.uint8)
@@ -109,7 +109,7 @@ def test_boxes_are_classified_one_by_one(run, tmp_path):
 
 
 def test_formats(run, images):
-    from yolol_tf.predict import format_predictions, predict
+    from yolol_tf.inference.predict import format_predictions, predict
 
     preds = predict(run, [images / "img0.png"], progress=False)
     rows = json.loads(format_predictions(preds, "json"))
@@ -157,7 +157,7 @@ def test_paths_without_images_are_an_error(run, tmp_path, capsys):
 def test_boxes_too_small_for_training_are_not_classified(run, tmp_path):
     import cv2
 
-    from yolol_tf.predict import predict
+    from yolol_tf.inference.predict import predict
 
     cv2.imwrite(str(tmp_path / "scene.png"), np.full((64, 64, 3), 90, np.uint8))
     labels = tmp_path / "labels"

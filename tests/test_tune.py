@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers_tune import TinySource, tiny_config
 from yolol_tf.errors import UserError
-from yolol_tf.tune_space import load_space, space_table, train_values
+from yolol_tf.tuning.space import load_space, space_table, train_values
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def count_builds(monkeypatch: pytest.MonkeyPatch) -> list:
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-trial random search of a tiny cnn."""
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     out = tmp_path_factory.mktemp("tune") / "search"
     return tune(tiny_config(str(out)), source=TinySource())
@@ -47,7 +47,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     from yolol_tf.config import resolve
     from yolol_tf.models import build_model
-    from yolol_tf.train import TrainConfig
+    from yolol_tf.training.loop import TrainConfig
 
     trials = pd.read_csv(searched / "trials.csv")
     for column in ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",
@@ -71,7 +71,7 @@ def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
 
 
 def test_rerun_continues_and_never_reruns_finished_trials(searched: Path, count_builds: list) -> None:
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     before = pd.read_csv(searched / "trials.csv")
     tune(tiny_config(str(searched)), source=TinySource())
@@ -84,7 +84,7 @@ def test_rerun_continues_and_never_reruns_finished_trials(searched: Path, count_
 
 
 def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path, tmp_path: Path, count_builds: list) -> None:
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     with pytest.raises(UserError, match="different search.*epochs"):
         tune(tiny_config(str(searched), epochs=2), source=TinySource())
@@ -98,7 +98,7 @@ def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path,
 
 def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yolol_tf.models as models
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     real, calls = models.build_model, []
 
@@ -119,7 +119,7 @@ def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Pa
 
 def test_the_search_stops_after_failures_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yolol_tf.models as models
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     def always_crashes(*args, **options):
         raise ValueError("bad hyperparameters")
@@ -256,7 +256,7 @@ def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest
 
 @pytest.mark.large
 def test_trials_per_process_runs_each_trial_in_a_fresh_process(tmp_path: Path) -> None:
-    from yolol_tf.tune import tune
+    from yolol_tf.tuning.search import tune
 
     store = TinySource().write_store(tmp_path / "store")
     out = tune(tiny_config(str(tmp_path / "s"), data=str(store), trials_per_process=1))

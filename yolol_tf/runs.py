@@ -49,31 +49,41 @@ class Labels:
     input_shape: tuple[int, int, int] = (64, 64, 3)
     extra: dict = field(default_factory=dict)
 
-    def save(self, path: str | os.PathLike) -> None:
-        data = {
+    def to_dict(self) -> dict:
+        """The labels as JSON-ready data: the schema of ``labels.json`` and of the TFLite metadata."""
+        return {
             "names": list(self.names),
             "thresholds": [float(t) for t in self.thresholds],
             "activation": self.activation,
             "input_shape": list(self.input_shape),
             **self.extra,
         }
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Labels:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            names = [str(n) for n in data.pop("names")]
-            thresholds = [float(t) for t in data.pop("thresholds", [0.5] * len(names))]
-            activation = data.pop("activation", "sigmoid")
-            input_shape = tuple(int(d) for d in data.pop("input_shape"))
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path}: not a valid labels file ({e})") from None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Labels:
+        """Labels from :meth:`to_dict`'s data.
+
+        Raises:
+            ValueError, KeyError, TypeError: ``data`` is not labels data.
+        """
+        data = dict(data)
+        names = [str(n) for n in data.pop("names")]
+        thresholds = [float(t) for t in data.pop("thresholds", [0.5] * len(names))]
+        activation = data.pop("activation", "sigmoid")
+        input_shape = tuple(int(d) for d in data.pop("input_shape"))
         if len(thresholds) != len(names):
-            raise UserError(
-                f"{path}: {len(names)} names but {len(thresholds)} thresholds; they must match"
-            )
+            raise ValueError(f"{len(names)} names but {len(thresholds)} thresholds; they must match")
         return cls(names, thresholds, activation, input_shape, extra=data)
 
     @classmethod

@@ -14,6 +14,8 @@ import sys
 from yolol_tf.cli import data as _data  # noqa: E402,F401
 from yolol_tf.cli import evaluate as _evaluate  # noqa: E402,F401
 from yolol_tf.cli import export as _export  # noqa: E402,F401
+from yolol_tf.cli import history as _history  # noqa: E402,F401
+from yolol_tf.cli import predict as _predict  # noqa: E402,F401
 from yolol_tf.cli import train as _train  # noqa: E402,F401
 from yolol_tf.cli import tune as _tune  # noqa: E402,F401
 from yolol_tf.cli.app import app

@@ -1,4 +1,4 @@
-"""CLI commands: evaluate, history (registered on the shared Typer app)."""
+"""CLI command: evaluate (registered on the shared Typer app)."""
 
 from __future__ import annotations
 
@@ -41,33 +41,9 @@ def evaluate_command(
 
     Example: yolol-tf evaluate saved_models/cnn-demo --split test --format json --out metrics.json
     """
-    from yolol_tf.evaluate import FORMATS, evaluate, format_report
+    from yolol_tf.inference.evaluate import FORMATS, evaluate, format_report
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
     result = evaluate(model, data, split, batch_size=batch_size)
     _emit(format_report(result, fmt), out)
-
-
-@app.command("history")
-def history_command(
-    run: Path = typer.Argument(..., metavar="RUN", help="A run folder (or its logs/ folder)."),
-    out: Path | None = typer.Option(None, "--out", help="Write the table as CSV to this file."),
-    all_scalars: bool = typer.Option(
-        False, "--all", help="Every scalar, not only the per-epoch ones (batch-level steps included)."
-    ),
-) -> None:
-    """Print a run's TensorBoard scalars as a table, one row per epoch, or write them as CSV.
-
-    Example: yolol-tf history saved_models/cnn-demo --out history.csv
-    """
-    import pandas as pd
-
-    from yolol_tf.history import read_history
-
-    table = read_history(run, epoch_only=not all_scalars)
-    if out is not None:
-        _emit(table.to_csv(), out)
-        return
-    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_rows", None):
-        typer.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))

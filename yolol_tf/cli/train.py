@@ -79,7 +79,7 @@ def train_command(
     Example: yolol-tf train cnn --strategy multi-worker --workers gpu1:2222,gpu2:2222 --task-index 0 --out /shared/cnn
     """
     from yolol_tf import config as config_lib
-    from yolol_tf.train import TrainConfig, run_dir_for, train
+    from yolol_tf.training.loop import TrainConfig, run_dir_for, train
 
     overrides = {
         "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,

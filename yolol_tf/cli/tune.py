@@ -25,7 +25,7 @@ import enum
 import typer
 
 from yolol_tf.cli.app import app
-from yolol_tf.tune_space import SPACES, space_table
+from yolol_tf.tuning.space import SPACES, space_table
 
 
 class Model(str, enum.Enum):
@@ -107,7 +107,7 @@ def tune_command(
         None, "--trials-per-process", help="Run trials in fresh processes of this many each: memory stays flat."
     ),
 ) -> None:
-    from yolol_tf.tune import TuneConfig, tune
+    from yolol_tf.tuning.search import TuneConfig, tune
 
     config = TuneConfig(
         model=model.value, data=data, val=val, size=size, tuner=tuner.value, max_trials=max_trials,

@@ -44,7 +44,7 @@ def predict_probs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs ``model`` over a (images, labels) dataset once: (labels, probabilities) as numpy arrays.
 
-    :func:`yolol_tf.evaluate.predict_probs` (one row per sample under any distribution strategy), but an
+    :func:`yolol_tf.models.outputs.predict_probs` (one row per sample under any distribution strategy), but an
     empty split is an error here: training cannot select an epoch without validation samples.
 
     Args:
@@ -52,9 +52,9 @@ def predict_probs(
         dataset: batched, not shuffled.
         activation: "sigmoid" or "softmax", applied to the logits.
     """
-    from yolol_tf import evaluate
+    from yolol_tf.models import outputs
 
-    y_true, y_prob = evaluate.predict_probs(model, dataset, activation)
+    y_true, y_prob = outputs.predict_probs(model, dataset, activation)
     if not len(y_prob):
         raise UserError("The validation split is empty; training needs a few validation samples")
     return y_true, y_prob

@@ -93,7 +93,7 @@ def make_strategy(
     except RuntimeError as error:
         # A bug in the caller, not the user's to fix: say what the order must be.
         raise RuntimeError(
-            f"{error}: call yolol_tf.distribute.make_strategy before any other TensorFlow work "
+            f"{error}: call yolol_tf.training.distribute.make_strategy before any other TensorFlow work "
             "(creating datasets, tensors or models)"
         ) from error
     except ValueError as error:

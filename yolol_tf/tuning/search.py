@@ -1,6 +1,6 @@
 """Hyperparameter search with keras-tuner: ``yolol-tf tune MODEL``, on one machine or many.
 
-A trial samples values from the model's search space (:mod:`yolol_tf.tune_space`), turns them into a
+A trial samples values from the model's search space (:mod:`yolol_tf.tuning.space`), turns them into a
 ``TrainConfig`` and builds, compiles and fits with the same ``build_model`` and ``compile_model`` that
 ``yolol-tf train`` uses; its score is the best validation mAP (``val_map``, from ``MAPCallback``) or macro
 F1 (``val_f1_macro``) over its epochs, always maximised. The search folder holds::
@@ -42,9 +42,9 @@ from keras_tuner.src.engine import conditions, tuner_utils
 
 from yolol_tf import config as config_lib
 from yolol_tf.errors import UserError
-from yolol_tf.tune_distributed import consecutive_failures, environment, role_of, serve, stop_if_failing
-from yolol_tf.tune_report import write_results
-from yolol_tf.tune_space import Param, load_space, space_to_dict, train_values
+from yolol_tf.tuning.cluster import consecutive_failures, environment, role_of, serve, stop_if_failing
+from yolol_tf.tuning.report import write_results
+from yolol_tf.tuning.space import Param, load_space, space_to_dict, train_values
 
 # keras-tuner 1.4.8 left a debug print() in conditions.Parent.to_proto, which runs for every conditional
 # parameter of every trial sent between chief and workers; shadow it in that module only.
@@ -162,7 +162,7 @@ class SearchHyperModel(kt.HyperModel):
 
     def train_config(self, hp: kt.HyperParameters) -> Any:
         """The ``TrainConfig`` of this trial's values (the same settings ``best.yaml`` gets)."""
-        from yolol_tf.train import TrainConfig, effective_loss
+        from yolol_tf.training.loop import TrainConfig, effective_loss
 
         values = train_values(self.config.model, {p.name: declare(hp, p) for p in self.space})
         c = self.config
@@ -172,7 +172,7 @@ class SearchHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         from yolol_tf.models import build_model
-        from yolol_tf.train import class_frequency, compile_model
+        from yolol_tf.training.loop import class_frequency, compile_model
 
         config = self.train_config(hp)
         info = self.source.info
@@ -189,7 +189,7 @@ class SearchHyperModel(kt.HyperModel):
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, callbacks: list | None = None,
             epochs: int | None = None, initial_epoch: int = 0, verbose: Any = 2, **kwargs: Any) -> dict[str, float]:
         """Fits one trial; returns its figures at the best epoch and how many epochs ran."""
-        from yolol_tf.callbacks import MAPCallback
+        from yolol_tf.training.callbacks import MAPCallback
 
         config = self.train_config(hp)
         objective = self.config.objective
@@ -435,7 +435,7 @@ def _run_in_processes(config: TuneConfig, role: str) -> Path:
     # killed mid-trial leaves its trial to the next child under that id).
     worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if role == "worker" else None)
     child = dataclasses.replace(config, out=str(search_dir(config, role)), worker_id=worker_id)
-    code = "from yolol_tf.tune import child_main; child_main()"
+    code = "from yolol_tf.tuning.search import child_main; child_main()"
     while True:
         status = subprocess.call([sys.executable, "-c", code, json.dumps(dataclasses.asdict(child))],
                                  env={**os.environ, _CHILD_ENV: "1"})
@@ -521,7 +521,7 @@ def _open(config: TuneConfig) -> Any:
 
 def train_best(out: Path, config: TuneConfig) -> Path:
     """Trains ``out/best.yaml`` in full into ``out/best`` (resuming it if an earlier attempt stopped)."""
-    from yolol_tf.train import FINISHED_MARKER, TrainConfig, train
+    from yolol_tf.training.loop import FINISHED_MARKER, TrainConfig, train
 
     run_dir = out / "best"
     if (run_dir / FINISHED_MARKER).is_file():

@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,83 +21,17 @@ import numpy as np
 
 from yolol_tf import metrics
 from yolol_tf.errors import UserError
+from yolol_tf.models.outputs import predict_probs
 from yolol_tf.runs import Labels, ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
     import keras
-    import tensorflow as tf
 
     from yolol_tf.data import DatasetInfo, DataSource
 
 FORMATS = ("table", "json", "csv")
 # Settings of a run's config.yaml that decide which samples the model sees (passed on to open_data).
 _DATA_KEYS = ("val", "size", "context", "min_visible", "mode")
-# One inference function per model, so repeated calls (MAPCallback, every epoch) trace it once.
-_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Two branches so that large |x| neither overflows exp nor loses the tiny probabilities.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def predict_probs(
-    model: keras.Model, dataset: tf.data.Dataset, activation: str = "sigmoid"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Runs the model over a dataset of (images, labels) and returns truth and probabilities.
-
-    Args:
-        model: a model that outputs one logit per class (as every yolol-tf builder does).
-        dataset: batches of (uint8 or float images, multi-hot labels), e.g. ``DataSource.dataset("test", 64)``.
-        activation: "sigmoid" (multi-label) or "softmax" (single-label), applied to the logits in float64.
-
-    Returns:
-        (y_true float32 [N, C], y_prob float64 [N, C]).
-    """
-    if activation not in ("sigmoid", "softmax"):
-        raise UserError(f"activation must be 'sigmoid' or 'softmax'. Received: activation={activation!r}")
-    forward = _inference_function(model)
-    truths, logits = [], []
-    for images, labels in dataset:
-        logits.append(np.asarray(forward(images), dtype=np.float64))
-        truths.append(np.asarray(labels, dtype=np.float32))
-    if not logits:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float64)
-    z = np.concatenate(logits)
-    probs = _softmax(z) if activation == "softmax" else _sigmoid(z)
-    return np.concatenate(truths), probs
-
-
-def _inference_function(model: keras.Model) -> Any:
-    """``model(images, training=False)`` as a ``tf.function``, traced once per model and then reused.
-
-    Not ``predict_on_batch``: under a strategy with several replicas (MirroredStrategy on several GPUs,
-    MultiWorkerMirroredStrategy) it runs the whole batch on every replica and returns each row once per
-    replica. Called outside ``strategy.run``, the model reads its local copy of the weights instead.
-    """
-    forward = _INFERENCE.get(model)
-    if forward is None:
-        import tensorflow as tf
-
-        # A weak reference: the cache must not keep a model alive (the tuner builds one per trial).
-        model_ref = weakref.ref(model)
-
-        def call(images: tf.Tensor) -> tf.Tensor:
-            # The models take float pixels 0..255; stores hold uint8.
-            return model_ref()(tf.cast(images, tf.float32), training=False)
-
-        forward = _INFERENCE[model] = tf.function(call, reduce_retracing=True)
-    return forward
 
 
 def _read_run_config(run_dir: Path) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Search spaces for ``yolol-tf tune``: what each model's hyperparameters may be, and how a YAML narrows them.
 
 Pure Python (no TensorFlow, no keras-tuner) so that ``yolol-tf tune --help`` can print the tables at once.
-:mod:`yolol_tf.tune` declares these parameters on a ``keras_tuner.HyperParameters`` and turns the sampled
+:mod:`yolol_tf.tuning.search` declares these parameters on a ``keras_tuner.HyperParameters`` and turns the sampled
 values into ``TrainConfig`` settings with :func:`train_values`; the search only samples, the model comes
 from the same ``build_model`` and ``compile_model`` that ``yolol-tf train`` uses.
 

@@ -7,7 +7,7 @@ per-class probabilities. Each image (or box) is read and letterboxed exactly lik
 
 Example::
 
-    from yolol_tf.predict import predict, format_predictions
+    from yolol_tf.inference.predict import predict, format_predictions
     preds = predict("saved_models/cnn-demo", ["photos/"])
     print(format_predictions(preds, "table"))
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from yolol_tf.errors import UserError
+from yolol_tf.models.outputs import activate
 from yolol_tf.runs import LABELS_FILE, Labels, resolve_model
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -41,13 +42,6 @@ except ImportError:  # pragma: no cover - depends on the data package's __init__
 def _first_line(error: Exception) -> str:
     """``Type: first line of the message`` (clipped), for a UserError about a file that will not load."""
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
-
-
-def _activate(logits: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "softmax":
-        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return z / z.sum(axis=-1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-logits))
 
 
 class Runner:
@@ -98,7 +92,7 @@ class KerasRunner(Runner):
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         logits = self._call(np.asarray(pixels, np.float32)).numpy().astype(np.float64)
-        return _activate(logits, self.labels.activation).astype(np.float32)
+        return activate(logits, self.labels.activation).astype(np.float32)
 
 
 class SavedModelRunner(Runner):
@@ -214,9 +208,7 @@ def read_tflite_labels(path: str | os.PathLike) -> Labels | None:
             meta = model.Metadata(i)
             if meta.Name() == TFLITE_LABELS_METADATA.encode():
                 data = json.loads(model.Buffers(meta.Buffer()).DataAsNumpy().tobytes().decode("utf-8"))
-                return Labels(
-                    data["names"], data["thresholds"], data["activation"], tuple(data["input_shape"])
-                )
+                return Labels.from_dict(data)
     except Exception as e:  # offsets read from junk point anywhere: struct.error, IndexError, ...
         raise UserError(f"{path}: cannot load the TFLite model ({_first_line(e)})") from None
     return None

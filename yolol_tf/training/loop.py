@@ -6,7 +6,7 @@ fits with checkpointing, early stopping, a learning-rate schedule, TensorBoard a
 ``BackupAndRestore``, then tunes per-class thresholds on the validation split and writes labels, metrics
 and plots. ``metrics.json`` is written last: it marks a run finished, and a finished run is never retrained.
 
-On several machines (``strategy="multi-worker"``, see :mod:`yolol_tf.distribute`) every worker runs the
+On several machines (``strategy="multi-worker"``, see :mod:`yolol_tf.training.distribute`) every worker runs the
 same ``train`` with the same ``out`` on shared storage; only the chief writes the run folder, and each
 worker reads its own shard files of the store where there are enough. A worker restarted by a cluster
 manager with the same command resumes by itself: on a cluster, a run folder holding ``backup/`` means
@@ -37,9 +37,9 @@ BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run
 
 
 def __getattr__(attribute: str) -> Any:
-    # PEP 562: `from yolol_tf.train import MAPCallback` works without importing TensorFlow for everyone else.
+    # PEP 562: `from yolol_tf.training.loop import MAPCallback` works without importing TensorFlow for everyone else.
     if attribute == "MAPCallback":
-        from yolol_tf.callbacks import MAPCallback
+        from yolol_tf.training.callbacks import MAPCallback
 
         return MAPCallback
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
@@ -79,7 +79,7 @@ class TrainConfig:
         seed: seeds weights, shuffling and augmentation.
         mixed_precision: "auto" (fastest on the device), "off", "float16" or "bfloat16".
         jit: XLA on/off; None = the device default.
-        strategy: distribution strategy (see ``yolol_tf.distribute``); "auto" = one device.
+        strategy: distribution strategy (see ``yolol_tf.training.distribute``); "auto" = one device.
         out: run folder; default ``saved_models/<model>-<name or time>``.
         name: run name used in the default run folder.
         steps_per_epoch: steps per epoch; default one pass over the training split.
@@ -139,7 +139,7 @@ def validate(config: TrainConfig) -> None:
         isinstance(config.model_options, dict),
         f"model_options must be a mapping. Received: {config.model_options!r}",
     )
-    from yolol_tf.losses import LOSSES  # imports Keras: after the checks that need nothing
+    from yolol_tf.training.losses import LOSSES  # imports Keras: after the checks that need nothing
 
     need(config.loss in LOSSES, f"Unknown loss {config.loss!r}. Choose one of: {', '.join(LOSSES)}")
     need(
@@ -226,8 +226,8 @@ def compile_model(
     """
     import keras
 
-    from yolol_tf.callbacks import LogitF1Score
-    from yolol_tf.losses import get_loss
+    from yolol_tf.training.callbacks import LogitF1Score
+    from yolol_tf.training.losses import get_loss
 
     if jit_compile is None:
         from yolol_tf.device import choose, detect_device
@@ -332,14 +332,15 @@ def train(
         callbacks: extra Keras callbacks, run after the validation mAP is in the logs.
         verbose: Keras fit verbosity; default a progress bar on a terminal, one line per epoch otherwise.
         workers: "host:port" of every worker of a cluster, in task order (a list or one comma-separated
-            string), written into ``TF_CONFIG`` (see :func:`yolol_tf.distribute.make_strategy`).
+            string), written into ``TF_CONFIG`` (see :func:`yolol_tf.training.distribute.make_strategy`).
         task_index: this process's position in ``workers``.
     """
     validate(config)  # first: a bad setting is named at once, before TensorFlow loads
     import keras
 
-    from yolol_tf import device, distribute
+    from yolol_tf import device
     from yolol_tf.data import open_data
+    from yolol_tf.training import distribute
 
     # The strategy comes first: a multi-worker strategy must configure TensorFlow before anything runs.
     strategy = distribute.make_strategy(config.strategy, workers, task_index)
@@ -422,7 +423,7 @@ def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:
         resume: whether ``--resume`` was given.
         strategy: the strategy of this process.
     """
-    from yolol_tf import distribute
+    from yolol_tf.training import distribute
 
     if resume or distribute.num_workers(strategy) == 1 or not distribute.is_chief(strategy):
         return resume
@@ -446,10 +447,11 @@ def _fit_and_report(run: _Run, resume: bool, extra_callbacks: list, verbose: int
     import keras
     import tensorflow as tf
 
-    from yolol_tf import distribute, runs
-    from yolol_tf.callbacks import BestCheckpoint, LastCheckpoint, MAPCallback, monitor_mode
+    from yolol_tf import runs
     from yolol_tf.data.info import read_store_json
     from yolol_tf.models import build_model
+    from yolol_tf.training import distribute
+    from yolol_tf.training.callbacks import BestCheckpoint, LastCheckpoint, MAPCallback, monitor_mode
 
     config, source, run_dir = run.config, run.source, run.run_dir
     info = source.info
@@ -589,8 +591,8 @@ def _report(
     import numpy as np
 
     from yolol_tf import metrics, plots, runs
-    from yolol_tf.callbacks import predict_probs
     from yolol_tf.models import load_model
+    from yolol_tf.training.callbacks import predict_probs
 
     info = source.info
     best_path = run_dir / runs.BEST_MODEL

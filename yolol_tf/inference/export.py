@@ -5,7 +5,7 @@ sigmoid (or, for single-label labels, softmax) is appended here because models o
 names and thresholds travel with it: ``labels.json`` and ``labels.txt`` inside a SavedModel folder,
 ``<name>.labels.json`` and ``<name>.labels.txt`` beside a ``.tflite`` file, and a JSON buffer named
 ``yolol_tf_labels`` in the ``.tflite`` file's own metadata list (read it with
-``yolol_tf.predict.read_tflite_labels``).
+``yolol_tf.inference.predict.read_tflite_labels``).
 
 TFLite uses builtin ops only, so the file runs on any LiteRT runtime without the Flex delegate. int8 is
 full-integer post-training quantisation calibrated on the run's training crops, with int8 input and
@@ -22,7 +22,7 @@ raised, unless ``force``.
 
 Example::
 
-    from yolol_tf.export import export
+    from yolol_tf.inference.export import export
     result = export("saved_models/cnn-demo", "tflite", quantize="int8")
     print(result.summary())
 """
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from yolol_tf.errors import UserError
-from yolol_tf.predict import (
+from yolol_tf.inference.predict import (
     TFLITE_LABELS_METADATA,
     KerasRunner,
     Runner,
@@ -299,14 +299,7 @@ def embed_labels(tflite: bytes, labels: Labels) -> bytes:
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
-    payload = json.dumps(
-        {
-            "names": list(labels.names),
-            "thresholds": [float(t) for t in labels.thresholds],
-            "activation": labels.activation,
-            "input_shape": list(labels.input_shape),
-        }
-    ).encode("utf-8")
+    payload = json.dumps(labels.to_dict()).encode("utf-8")
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(payload, dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""What a search leaves for people: ``trials.csv``, ``trials.png`` and ``best.yaml`` (see :mod:`yolol_tf.tune`).
+"""What a search leaves for people: ``trials.csv``, ``trials.png`` and ``best.yaml`` (see :mod:`yolol_tf.tuning.search`).
 
 Everything is read from the oracle (the chief's, in a distributed search) and from each trial's
 ``stats.json`` that the worker which ran it wrote into the shared search folder.
@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from yolol_tf import config as config_lib
-from yolol_tf.tune_space import Param, train_values
+from yolol_tf.tuning.space import Param, train_values
 
 # trials.csv column order after the hyperparameters; "epochs" is the number of epochs the trial ran.
 FIGURES = ("score", "epochs", "seconds", "peak_memory_mb", "memory_start_mb", "memory_end_mb", "gpu_peak_memory_mb")
