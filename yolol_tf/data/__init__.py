@@ -3,11 +3,12 @@
 Names are resolved lazily (PEP 562), so ``import yolol_tf.data`` loads neither TensorFlow nor OpenCV;
 ``yolol-tf --help`` stays fast.
 
-    prepare(data, out=None, *, size=64, ...) -> Path        YOLO dataset -> store (data/store.py)
+    DataSettings(data, val, size, context, min_visible, min_box, mode)   shared by every stage
+    prepare(data, out=None, *, size=None, ...) -> Path      YOLO dataset -> store (data/store.py)
     load(store, split, batch_size=32, *, training=False, augment=0.0, ...) -> tf.data.Dataset
     read_info(store) -> DatasetInfo
     load_sign_mnist(csv_path, batch_size=32, ...) -> (tf.data.Dataset, DatasetInfo)
-    open_data(data, *, val=None, size=64, ...) -> DataSource  what train/evaluate/tune call
+    open_data(data | settings, *, size=None, ...) -> DataSource  what train/evaluate/tune call
     demo_data(out, *, seed=0) -> Path; demo_data_path() -> Path
     read_image(path) -> np.ndarray; letterbox(image, size) -> np.ndarray
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "DatasetInfo": "yolol_tf.data.info",
     "load_sign_mnist": "yolol_tf.data.sign_mnist",
     "DataSource": "yolol_tf.data.source",
+    "DataSettings": "yolol_tf.data.settings",
     "open_data": "yolol_tf.data.source",
     "demo_data": "yolol_tf.data.demo",
     "demo_data_path": "yolol_tf.data.demo",
@@ -33,6 +35,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "DataSettings",
     "DataSource",
     "DatasetInfo",
     "augment_batch",
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from yolol_tf.data.images import letterbox, read_image
     from yolol_tf.data.info import DatasetInfo, read_info
     from yolol_tf.data.pipeline import augment_batch, load
+    from yolol_tf.data.settings import DataSettings
     from yolol_tf.data.sign_mnist import load_sign_mnist
     from yolol_tf.data.source import DataSource, open_data
     from yolol_tf.data.store import prepare

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolol_tf.data.info import INFO_FILE, SPLITS, DatasetInfo, read_info
+from yolol_tf.data.settings import DataSettings, check_size
 from yolol_tf.errors import UserError
 
 
@@ -102,40 +103,41 @@ def _is_csv(path: Path) -> bool:
 
 
 def open_data(
-    data: str | os.PathLike | None,
+    data: str | os.PathLike | DataSettings | None = None,
     *,
-    val: str | os.PathLike | None = None,
-    size: int = 64,
-    context: float = 0.0,
-    min_visible: float = 0.5,
-    min_box: float = 2.0,
-    mode: str = "crop",
     strict: bool = False,
     workers: int | None = None,
+    **options: Any,
 ) -> DataSource:
     """Opens the user's ``--data``, preparing a store first where needed.
 
     Args:
-        data: None (the embedded demo dataset), a Sign-MNIST CSV, a store folder (with dataset.json),
-            or a YOLO dataset (a data.yaml or a dataset folder), which is converted once into a cached
-            store with the options below.
-        val: only with a CSV: a second Sign-MNIST CSV used as the "test" split (the final report);
-            "train" and "val" are a fixed 90/10 split of ``data``.
-        size: crop side in pixels (YOLO data only; a store keeps the size it was prepared with).
-        context: crop context, as in ``prepare``.
-        min_visible: as in ``prepare``.
-        min_box: as in ``prepare``.
-        mode: "crop" or "image", as in ``prepare``.
+        data: the data settings (a :class:`~yolol_tf.data.settings.DataSettings`, or a ``TrainConfig`` or
+            ``TuneConfig``, which are ones), or just the data: None (the embedded demo dataset), a
+            Sign-MNIST CSV, a store folder (with dataset.json), or a YOLO dataset (a data.yaml or a
+            dataset folder), which is converted once into a cached store.
         strict: fail on the first data problem, as in ``prepare``.
         workers: processes ``prepare`` decodes images with (None: one per core).
+        **options: data settings given one by one (``val=``, ``size=``, ``context=``, ``min_visible=``,
+            ``min_box=``, ``mode=``), over those of ``data``. ``val`` is only for a CSV: a second
+            Sign-MNIST CSV used as the "test" split; "train" and "val" are a fixed 90/10 split of the
+            first. A ``size`` that differs from a store's or CSV's own is refused.
 
     Example:
         >>> source = open_data(None)  # doctest: +SKIP
         >>> train_ds = source.dataset("train", 32, training=True, augment=0.5)  # doctest: +SKIP
     """
-    options = dict(
-        size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode, strict=strict
-    )
+    if isinstance(data, DataSettings):
+        settings = DataSettings.of(data, **options)
+    else:
+        settings = DataSettings.of(None, data=None if data is None else str(data), **options)
+    source = _open(settings, strict, workers)
+    check_size(settings.size, int(source.info.image_shape[0]), source.info.source)
+    return source
+
+
+def _open(settings: DataSettings, strict: bool, workers: int | None) -> DataSource:
+    data, val = settings.data, settings.val
     if data is None:
         from yolol_tf.data.demo import demo_data_path
 
@@ -160,4 +162,4 @@ def open_data(
         return _store_source(path)
     from yolol_tf.data.store import prepare
 
-    return _store_source(prepare(path, workers=workers, **options))
+    return _store_source(prepare(path, settings=settings, strict=strict, workers=workers))

@@ -26,12 +26,12 @@ from typing import Any
 from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
 from yolol_tf.data.demo import cache_root
 from yolol_tf.data.images import read_image
+from yolol_tf.data.settings import DataSettings
 from yolol_tf.data.yolo import PROBLEM_KINDS, ImageItem, Problem, YoloDataset, find_dataset, parse_labels
 from yolol_tf.errors import UserError
 
 FORMAT, VERSION = "yolol-tf-store", 1
 CROPS_PER_SHARD = 2048  # ~25 MB shards at size 64: large sequential reads, enough shards to interleave
-MODES = ("crop", "image")
 _SHOWN_PROBLEMS = 20  # problems printed in the summary; all of them go to problems.csv
 
 
@@ -192,19 +192,6 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def _check_options(size: int, context: float, min_visible: float, min_box: float, mode: str) -> None:
-    if not isinstance(size, int) or not 8 <= size <= 1024:
-        raise UserError(f"--size must be an integer in 8..1024. Received: size={size!r}")
-    if not context >= 0:
-        raise UserError(f"--context must be >= 0. Received: context={context!r}")
-    if not 0 <= min_visible <= 1:
-        raise UserError(f"--min-visible must be in [0, 1]. Received: min_visible={min_visible!r}")
-    if not min_box >= 0:
-        raise UserError(f"--min-box must be >= 0. Received: min_box={min_box!r}")
-    if mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)}. Received: mode={mode!r}")
-
-
 def fingerprint(dataset: YoloDataset, options: dict[str, Any]) -> str:
     """A hash of the options, the class names and every image and label file's path, size and mtime."""
     h = hashlib.sha256(json.dumps([FORMAT, VERSION, options, dataset.names], sort_keys=True).encode())
@@ -246,25 +233,20 @@ def prepare(
     data: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
-    size: int = 64,
-    context: float = 0.0,
-    min_visible: float = 0.5,
-    min_box: float = 2.0,
-    mode: str = "crop",
+    settings: DataSettings | None = None,
     strict: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """Converts a YOLO dataset into a crop store and returns the store's folder.
 
     Args:
         data: a data.yaml, or a dataset folder.
         out: the store folder; None means a cache folder keyed by the dataset's path and the options.
-        size: side of the square crops, in pixels.
-        context: how much to grow each side of a box, as a fraction of its width/height.
-        min_visible: fraction of another box's area that must be inside a crop for its class to count.
-        min_box: boxes narrower or lower than this many pixels are skipped (and counted).
-        mode: "crop" (one sample per box) or "image" (one sample per whole image).
+        settings: how to cut the samples (size, context, min_visible, min_box, mode; see
+            :class:`~yolol_tf.data.settings.DataSettings`); its ``data`` and ``val`` are not used here.
+        **options: settings given one by one (``size=32``), over ``settings``.
         strict: raise on the first data problem instead of converting what is sound.
         workers: processes decoding images; None means one per CPU core, 1 means no pool.
         progress: show a progress bar.
@@ -273,9 +255,10 @@ def prepare(
         UserError: for a missing dataset, a bad option, an output folder that is not a store, or (with
             ``strict``) the first problem in the data.
     """
-    _check_options(size, context, min_visible, min_box, mode)
+    settings = DataSettings.of(settings, **options)
+    settings.check()
     dataset = find_dataset(data)
-    options = {"size": size, "context": context, "min_visible": min_visible, "min_box": min_box, "mode": mode}
+    options = settings.crop_options()
     fp = fingerprint(dataset, options)
     if out is None:
         key = hashlib.sha256(json.dumps([str(dataset.source), options], sort_keys=True).encode())
