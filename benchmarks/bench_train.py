@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 def load_preset(model: str, **overrides):
     from yolol_tf import config as config_lib
-    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.training import TrainConfig
 
     preset = ROOT / "experiments" / f"demo-{model}.yaml"
     return config_lib.resolve(
@@ -64,7 +64,7 @@ def throughput(model_name: str, steps: int) -> dict:
 
     from yolol_tf.data import open_data
     from yolol_tf.models import build_model
-    from yolol_tf.training.loop import compile_model
+    from yolol_tf.training import compile_model
 
     config = load_preset(model_name, mixed_precision="off", jit=False)
     source = open_data(None, size=config.size)
@@ -100,8 +100,8 @@ def linear_baseline(config, epochs: int) -> float:
 
     from yolol_tf import metrics
     from yolol_tf.data import open_data
+    from yolol_tf.training import compile_model
     from yolol_tf.training.callbacks import predict_probs
-    from yolol_tf.training.loop import compile_model
 
     source = open_data(None, size=config.size)
     info = source.info
@@ -121,7 +121,7 @@ def linear_baseline(config, epochs: int) -> float:
 
 def quality(model_name: str, epochs: int | None, out: Path) -> dict:
     """Trains the demo preset (epochs capped) and returns its figures from metrics.json."""
-    from yolol_tf.training.loop import train
+    from yolol_tf.training import train
 
     config = load_preset(model_name, out=str(out / model_name), mixed_precision="off", jit=False)
     if epochs is not None:

@@ -42,8 +42,8 @@ def plain_fit(config, source) -> float:
     import keras
 
     from yolol_tf.models import build_model
+    from yolol_tf.training import compile_model
     from yolol_tf.training.callbacks import MAPCallback
-    from yolol_tf.training.loop import compile_model
 
     keras.backend.clear_session()
     gc.collect()
@@ -71,7 +71,7 @@ def main() -> None:
 
     from yolol_tf.config import resolve
     from yolol_tf.data import open_data
-    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.training import TrainConfig
     from yolol_tf.tuning.search import TuneConfig, tune
     from yolol_tf.tuning.space import train_values
 

@@ -44,7 +44,7 @@ def write_tiny_store(
 
 def tiny_config(store: str | os.PathLike, out: str | os.PathLike, **overrides):
     """A TrainConfig for a tiny cnn that trains in seconds on 2 CPU cores."""
-    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.training import TrainConfig
 
     values = dict(
         model="cnn", model_options={"width": 8, "depths": (1,)}, data=str(store), size=32, epochs=1,

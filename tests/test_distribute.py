@@ -65,7 +65,7 @@ def test_bad_workers_arguments_are_user_errors(monkeypatch: pytest.MonkeyPatch) 
 
 def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
-    from yolol_tf.training.loop import TrainConfig, train
+    from yolol_tf.training import TrainConfig, train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)

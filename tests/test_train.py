@@ -30,7 +30,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from yolol_tf.training.loop import TrainConfig, train
+    from yolol_tf.training import TrainConfig, train
 
     # size left at the default (64): the 32-px store decides, and config.yaml must say 32.
     config = tiny_config(store, tmp_path_factory.mktemp("runs") / "run", size=TrainConfig().size)
@@ -60,7 +60,7 @@ def test_best_model_loads_without_custom_objects_and_config_repeats_the_run(fini
     import keras
 
     from yolol_tf import config as config_lib
-    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.training import TrainConfig
 
     model = keras.saving.load_model(finished_run / "best.keras")
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 3)
@@ -71,7 +71,7 @@ def test_best_model_loads_without_custom_objects_and_config_repeats_the_run(fini
 
 
 def test_a_size_that_differs_from_the_stores_is_refused(store: Path, tmp_path: Path) -> None:
-    from yolol_tf.training.loop import train
+    from yolol_tf.training import train
 
     with pytest.raises(UserError, match=r"size 48 .* holds 32x32 images"):
         train(tiny_config(store, tmp_path / "run", size=48), verbose=0)
@@ -93,7 +93,7 @@ def test_a_fresh_process_loads_the_best_model_with_our_layers(finished_run: Path
 
 
 def test_finished_run_is_never_overwritten(finished_run: Path, store: Path) -> None:
-    from yolol_tf.training.loop import train
+    from yolol_tf.training import train
 
     before = (finished_run / "best.keras").stat().st_mtime_ns
     for resume in (False, True):
@@ -103,7 +103,7 @@ def test_finished_run_is_never_overwritten(finished_run: Path, store: Path) -> N
 
 
 def test_unfinished_run_needs_resume(tmp_path: Path, store: Path) -> None:
-    from yolol_tf.training.loop import train
+    from yolol_tf.training import train
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("model: cnn\n")
@@ -114,7 +114,7 @@ def test_unfinished_run_needs_resume(tmp_path: Path, store: Path) -> None:
 
 
 def test_single_label_csv_trains_softmax_and_reports_accuracy(tmp_path: Path) -> None:
-    from yolol_tf.training.loop import train
+    from yolol_tf.training import train
 
     csv = write_tiny_sign_mnist(tmp_path / "train.csv")
     test_csv = write_tiny_sign_mnist(tmp_path / "test.csv", rows=30, seed=1)
@@ -131,7 +131,7 @@ def test_single_label_csv_trains_softmax_and_reports_accuracy(tmp_path: Path) ->
 _KILLABLE = """
 import sys, time, keras
 from tests.helpers_train import tiny_config
-from yolol_tf.training.loop import train
+from yolol_tf.training import train
 
 class Slow(keras.callbacks.Callback):
     # Slows the second epoch so the test can kill the process in the middle of it.
@@ -293,7 +293,7 @@ def test_device_defaults_are_the_fastest_measured_and_flags_override(tmp_path: P
 
 def test_class_frequency_for_weighted_bce_counts_training_positives(store: Path) -> None:
     from yolol_tf.data import open_data
-    from yolol_tf.training.loop import class_frequency
+    from yolol_tf.training import class_frequency
 
     source = open_data(str(store))
     labels = np.concatenate([y.numpy() for _, y in source.dataset("train", 32)])
@@ -306,7 +306,7 @@ def test_class_frequency_for_weighted_bce_counts_training_positives(store: Path)
 def test_experiment_files_are_valid_configs(path: Path) -> None:
     from yolol_tf import config as config_lib
     from yolol_tf.models import model_options
-    from yolol_tf.training.loop import TrainConfig, validate
+    from yolol_tf.training import TrainConfig, validate
 
     config = config_lib.resolve(TrainConfig, path, {})
     assert set(config.model_options) <= set(model_options(config.model)), "unknown model option"

@@ -47,7 +47,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     from yolol_tf.config import resolve
     from yolol_tf.models import build_model
-    from yolol_tf.training.loop import TrainConfig
+    from yolol_tf.training import TrainConfig
 
     trials = pd.read_csv(searched / "trials.csv")
     for column in ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",

@@ -15,21 +15,34 @@ A run folder (``saved_models/<model>-<name>/``) holds::
 ``labels.json`` is what travels with every export: evaluate, export and predict read it through
 :func:`resolve_model`, which also accepts a bare ``.keras`` file (with a ``labels.json`` beside it, or
 none: then classes are named ``class_0``... and thresholds are 0.5).
+
+The lifecycle: :func:`run_dir_for` names the folder, :func:`check_run_dir` refuses to overwrite a
+finished run or to restart an unfinished one without ``--resume``; while a run is unfinished ``backup/``
+holds its fault-tolerance state (:func:`backup_epoch` reads how far it got), and ``metrics.json``,
+written last, marks it finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from yolol_tf.config import atomic_write_text
+from yolol_tf.config import atomic_write_text, read_yaml
 from yolol_tf.errors import UserError
 
+SAVED_MODELS = Path("saved_models")
+CONFIG_FILE = "config.yaml"
 LABELS_FILE = "labels.json"
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
+HISTORY_FILE = "history.csv"
+FINISHED_MARKER = "metrics.json"  # written last: its presence marks a finished run
+BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run
 
 
 @dataclass(frozen=True)
@@ -121,3 +134,97 @@ def resolve_model(path: str | os.PathLike, *, prefer: str = BEST_MODEL) -> Resol
         if candidate.is_file():
             return ResolvedModel(path, candidate, None)
     return ResolvedModel(path, None, None)
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a mapping ({} where the folder has none)."""
+    path = Path(run_dir) / CONFIG_FILE
+    return read_yaml(path) if path.is_file() else {}
+
+
+def run_dir_for(config: Any, *, resume: bool = False) -> Path:
+    """The run folder: ``config.out``, else ``saved_models/<model>-<name>``, else (resuming) the newest
+    unfinished run of this model, else ``saved_models/<model>-<YYYYmmdd-HHMMSS>``.
+
+    Args:
+        config: the run's settings (``model``, ``out`` and ``name`` are read).
+        resume: whether the run continues an unfinished one.
+    """
+    if config.out:
+        return Path(config.out)
+    if config.name:
+        return SAVED_MODELS / f"{config.model}-{config.name}"
+    if resume:
+        unfinished = [
+            d
+            for d in SAVED_MODELS.glob(f"{config.model}-*")
+            if d.is_dir() and not (d / FINISHED_MARKER).exists()
+        ]
+        if not unfinished:
+            raise UserError(f"Nothing to resume: no unfinished {config.model} run in {SAVED_MODELS}/")
+        return max(unfinished, key=lambda d: d.stat().st_mtime)
+    return SAVED_MODELS / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_run_dir(run_dir: Path, *, resume: bool) -> None:
+    """Refuses to overwrite a finished run, or to restart an unfinished one without ``resume``."""
+    if (run_dir / FINISHED_MARKER).exists():
+        raise UserError(
+            f"{run_dir} holds a finished run ({FINISHED_MARKER} exists); it is never retrained or "
+            "overwritten. Pick another --name or --out."
+        )
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
+    if resume and not exists:
+        raise UserError(f"Nothing to resume in {run_dir}: the folder is missing or empty")
+    if not resume and exists:
+        raise UserError(
+            f"{run_dir} holds an unfinished run. Continue it with --resume, or pick another --name or --out."
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder")
+
+
+def backup_epoch(backup: Path) -> int:
+    """Epochs finished according to a backup folder (0 where there is none yet).
+
+    Keras' ``BackupAndRestore`` keeps ``training_metadata.json``; the multi-worker loop's
+    ``tf.train.CheckpointManager`` numbers its checkpoints by epochs finished (``ckpt-3``).
+    """
+    try:
+        return int(json.loads((backup / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        found = re.search(r'^model_checkpoint_path: ".*-(\d+)"', (backup / "checkpoint").read_text(), re.M)
+    except OSError:
+        return 0
+    return int(found.group(1)) if found else 0
+
+
+def best_so_far(history_csv: Path, monitor: str) -> tuple[float | None, int | None]:
+    """The best monitored value and its epoch in a resumed run's history, so far."""
+    import pandas as pd
+
+    if not history_csv.is_file():
+        return None, None
+    try:
+        df = pd.read_csv(history_csv)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None, None
+    if monitor not in df or df[monitor].dropna().empty:
+        return None, None
+    column = df[monitor]
+    i = column.idxmin() if monitor.endswith("loss") else column.idxmax()
+    return float(column[i]), int(df["epoch"][i])
+
+
+def dedupe_history(history_csv: Path) -> None:
+    """Keeps one row per epoch (the last): a kill between the CSV row and the backup repeats an epoch."""
+    import pandas as pd
+
+    if not history_csv.is_file():
+        return
+    df = pd.read_csv(history_csv)
+    if "epoch" in df and df["epoch"].duplicated().any():
+        df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        atomic_write_text(history_csv, df.to_csv(index=False))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -19,15 +18,6 @@ class Mode(str, enum.Enum):
     image = "image"
 
 
-def _print_counts(store: Path) -> None:
-    meta = json.loads((store / "dataset.json").read_text(encoding="utf-8"))
-    counts = ", ".join(f"{split} {entry['crops']}" for split, entry in meta["splits"].items())
-    print(
-        f"Store: {store} ({meta['num_classes']} classes, {meta['size']}x{meta['size']} {meta.get('mode', '')} "
-        f"samples: {counts or 'none'})"
-    )
-
-
 @app.command("prepare")
 def prepare_command(
     data: Annotated[
@@ -36,7 +26,7 @@ def prepare_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Store folder to write. Default: a cache folder.")
     ] = None,
-    size: Annotated[int, typer.Option(help="Side of the square samples, in pixels.")] = 64,
+    size: Annotated[int | None, typer.Option(help="Side of the square samples, in pixels [default: 64].")] = None,
     context: Annotated[
         float, typer.Option(help="Grow each box side by this fraction of its width/height.")
     ] = 0.0,
@@ -60,13 +50,14 @@ def prepare_command(
 
     Example: yolol-tf prepare data.yaml --out store --size 64
     """
+    from yolol_tf.data.info import describe_store
     from yolol_tf.data.store import prepare
 
     store = prepare(
         data, out, size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode.value,
         strict=strict, workers=workers,
     )  # fmt: skip
-    _print_counts(store)
+    print(describe_store(store))
 
 
 @app.command("demo-data")

@@ -11,7 +11,7 @@ from yolol_tf.cli.app import app
 
 @app.command("train")
 def train_command(
-    model: str = typer.Argument(..., help="Model to train: dense, cnn or resnet50."),
+    model: str = typer.Argument(..., help="Model to train (see `yolol-tf tune --help` for the list)."),
     data: str | None = typer.Option(
         None,
         "--data",
@@ -78,19 +78,11 @@ def train_command(
 
     Example: yolol-tf train cnn --strategy multi-worker --workers gpu1:2222,gpu2:2222 --task-index 0 --out /shared/cnn
     """
-    from yolol_tf import config as config_lib
-    from yolol_tf.training.loop import TrainConfig, run_dir_for, train
+    from yolol_tf.training import load_config, train
 
     overrides = {
         "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,
         "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
         "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
     }  # fmt: skip
-    if resume and config is None:
-        # Resume with the settings the run started with; flags given now still win.
-        run_dir = run_dir_for(config_lib.resolve(TrainConfig, None, overrides), resume=True)
-        if (run_dir / "config.yaml").is_file():
-            config = run_dir / "config.yaml"
-            overrides["out"] = str(run_dir)
-    settings = config_lib.resolve(TrainConfig, config, overrides)
-    train(settings, resume=resume, workers=workers, task_index=task_index)
+    train(load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index)

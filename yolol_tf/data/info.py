@@ -103,3 +103,13 @@ def read_info(store: str | os.PathLike) -> DatasetInfo:
         single_label=False,
         source=str(Path(store)),
     )
+
+
+def describe_store(store: str | os.PathLike) -> str:
+    """One line about a store: classes, sample size and mode, and samples per split."""
+    meta = read_store_json(store)
+    counts = ", ".join(f"{split} {entry['crops']}" for split, entry in meta["splits"].items())
+    return (
+        f"Store: {store} ({meta['num_classes']} classes, {meta['size']}x{meta['size']} {meta.get('mode', '')} "
+        f"samples: {counts or 'none'})"
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from yolol_tf.errors import UserError
 
 MODEL_NAMES = ("dense", "cnn", "resnet50")
+DEFAULT_MODEL = "resnet50"  # what a TrainConfig trains when it names no model
 _MODULES = {
     "dense": "yolol_tf.models.dense",
     "cnn": "yolol_tf.models.cnn",

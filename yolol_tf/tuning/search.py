@@ -41,6 +41,7 @@ import keras_tuner as kt
 from keras_tuner.src.engine import conditions, tuner_utils
 
 from yolol_tf import config as config_lib
+from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.tuning.cluster import consecutive_failures, environment, role_of, serve, stop_if_failing
 from yolol_tf.tuning.report import write_results
@@ -162,7 +163,7 @@ class SearchHyperModel(kt.HyperModel):
 
     def train_config(self, hp: kt.HyperParameters) -> Any:
         """The ``TrainConfig`` of this trial's values (the same settings ``best.yaml`` gets)."""
-        from yolol_tf.training.loop import TrainConfig, effective_loss
+        from yolol_tf.training import TrainConfig, effective_loss
 
         values = train_values(self.config.model, {p.name: declare(hp, p) for p in self.space})
         c = self.config
@@ -172,7 +173,7 @@ class SearchHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         from yolol_tf.models import build_model
-        from yolol_tf.training.loop import class_frequency, compile_model
+        from yolol_tf.training import class_frequency, compile_model
 
         config = self.train_config(hp)
         info = self.source.info
@@ -521,10 +522,10 @@ def _open(config: TuneConfig) -> Any:
 
 def train_best(out: Path, config: TuneConfig) -> Path:
     """Trains ``out/best.yaml`` in full into ``out/best`` (resuming it if an earlier attempt stopped)."""
-    from yolol_tf.training.loop import FINISHED_MARKER, TrainConfig, train
+    from yolol_tf.training import TrainConfig, train
 
     run_dir = out / "best"
-    if (run_dir / FINISHED_MARKER).is_file():
+    if (run_dir / runs.FINISHED_MARKER).is_file():
         print(f"The best configuration is already trained in {run_dir}")
         return run_dir
     overrides = {"out": str(run_dir), "epochs": config.train_epochs}

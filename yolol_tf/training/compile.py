@@ -1,0 +1,118 @@
+"""Compiling a model for training: optimizer, learning-rate schedule, loss and training metrics.
+
+``compile_model`` is shared by ``train`` and every tuner trial, so a search measures exactly what a
+training run would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from yolol_tf.errors import UserError
+from yolol_tf.training.callbacks import LogitF1Score
+from yolol_tf.training.config import TrainConfig, effective_loss
+from yolol_tf.training.config import steps_per_epoch as steps_for
+from yolol_tf.training.losses import get_loss
+
+
+def compile_model(
+    model: Any,
+    config: TrainConfig,
+    info: Any,
+    class_freq: Any = None,
+    *,
+    steps_per_epoch: int | None = None,
+    jit_compile: bool | None = None,
+) -> Any:
+    """Compiles ``model`` with the config's optimizer, learning-rate schedule, loss and training metrics.
+
+    Args:
+        model: an uncompiled model that outputs logits.
+        config: the run's settings.
+        info: the dataset's ``DatasetInfo`` (classes, single-label, samples per split).
+        class_freq: per-class positive frequency in the training split (needed by "weighted_bce").
+        steps_per_epoch: steps per epoch, for the cosine schedule's length; default one pass over the
+            training split.
+        jit_compile: XLA on/off; None = ``config.jit``, else the device's default (see
+            :mod:`yolol_tf.device`; never Keras' "auto", which picks XLA on CPU, where it is slower).
+
+    Returns:
+        The same model, compiled.
+    """
+
+    if jit_compile is None:
+        from yolol_tf.device import choose, detect_device
+
+        jit_compile = choose(detect_device(), config.mixed_precision, config.jit).jit
+    loss_name = effective_loss(config, info)
+    if loss_name == "cce" and not info.single_label:
+        raise UserError(
+            "loss 'cce' needs single-label data (one class per sample); use bce, weighted_bce, focal or asl"
+        )
+    if steps_per_epoch is None:
+        steps_per_epoch = steps_for(config, info)
+    lr: Any = config.learning_rate
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * steps_per_epoch))
+    optimizer = _optimizer(config, lr)
+
+    if info.single_label:
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    else:
+        metrics = [
+            keras.metrics.AUC(
+                curve="PR", multi_label=True, num_labels=info.num_classes, from_logits=True, name="pr_auc"
+            ),
+            LogitF1Score(average="micro", name="f1_micro"),
+            LogitF1Score(average="macro", name="f1_macro"),
+        ]
+    loss = get_loss(
+        loss_name,
+        class_freq=class_freq,
+        focal_gamma=config.focal_gamma,
+        asl_gamma_neg=config.asl_gamma_neg,
+        asl_gamma_pos=config.asl_gamma_pos,
+        asl_clip=config.asl_clip,
+        label_smoothing=config.label_smoothing,
+    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    return model
+
+
+def _optimizer(config: TrainConfig, lr: Any) -> Any:
+    if config.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    elif config.optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None)
+    else:
+        opt = keras.optimizers.RMSprop(lr)
+    if config.optimizer in ("adamw", "sgd") and config.weight_decay:
+        # Decaying biases and normalisation scales/offsets only hurts; decay the kernels.
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+def class_frequency(source: Any, info: Any) -> Any:
+    """Per-class share of training samples holding each class (for "weighted_bce")."""
+    import numpy as np
+
+    if source.store is not None and (Path(source.store) / "index.csv").is_file():
+        import pandas as pd
+
+        index = pd.read_csv(Path(source.store) / "index.csv", usecols=["split", "label_ids"], dtype=str)
+        labels = index.loc[index["split"] == "train", "label_ids"].fillna("")
+        counts = np.zeros(info.num_classes)
+        for ids in labels:
+            for i in {int(t) for t in ids.split(";") if t != ""}:
+                counts[i] += 1
+        return counts / max(1, len(labels))
+    total, counts = 0, np.zeros(info.num_classes)
+    for _, y in source.dataset("train", 256):
+        counts += np.asarray(y).sum(axis=0)
+        total += len(y)
+    return counts / max(1, total)

@@ -1,0 +1,185 @@
+"""The settings of one training run: ``TrainConfig``, its checks, and the values derived from it.
+
+Keras-free, so that the CLI, the tuner's search spaces and a run's ``config.yaml`` can be read without
+loading TensorFlow. ``TrainConfig`` inherits :class:`~yolol_tf.data.settings.DataSettings`, so the data
+options are declared once for every stage and an experiments YAML keeps its flat keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolol_tf import config as config_lib
+from yolol_tf import runs
+from yolol_tf.data.settings import DataSettings
+from yolol_tf.errors import UserError
+
+LOSSES = ("bce", "weighted_bce", "focal", "asl", "cce")
+SCHEDULES = ("cosine", "plateau", "none")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+
+
+def _default_model() -> str:
+    from yolol_tf.models import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class TrainConfig(DataSettings):
+    """Settings of one training run (the keys of an ``experiments/*.yaml`` file; CLI flags override them).
+
+    The data settings (``data``, ``val``, ``size``, ``context``, ``min_visible``, ``min_box``, ``mode``)
+    are :class:`~yolol_tf.data.settings.DataSettings`'; config.yaml records the size the data has.
+
+    Args:
+        model: a name of ``yolol_tf.models.MODEL_NAMES``.
+        model_options: keyword options of the model builder (e.g. ``{"small_input": True}``).
+        epochs: maximum number of epochs (early stopping may end sooner).
+        batch_size: samples per step.
+        learning_rate: peak learning rate.
+        optimizer: "adamw", "adam", "sgd" (Nesterov momentum 0.9) or "rmsprop".
+        weight_decay: decoupled weight decay (adamw, sgd); biases and normalisation are not decayed.
+        loss: "bce", "weighted_bce", "focal", "asl" or "cce" (single-label; chosen automatically for
+            single-label data when "bce" is set).
+        focal_gamma: focal loss exponent.
+        asl_gamma_neg: asymmetric loss exponent on negatives.
+        asl_gamma_pos: asymmetric loss exponent on positives.
+        asl_clip: asymmetric loss probability margin.
+        label_smoothing: target smoothing in [0, 1).
+        augment: augmentation strength in [0, 1] (0 = none).
+        schedule: "cosine" (decay over all steps), "plateau" (halve on a stalled monitor) or "none".
+        monitor: the validation figure that picks the best epoch and drives early stopping.
+        patience: epochs without improvement before stopping (0 = never stop early).
+        seed: seeds weights, shuffling and augmentation.
+        mixed_precision: "auto" (fastest on the device), "off", "float16" or "bfloat16".
+        jit: XLA on/off; None = the device default.
+        strategy: distribution strategy (see ``yolol_tf.training.distribute``); "auto" = one device.
+        out: run folder; default ``saved_models/<model>-<name or time>``.
+        name: run name used in the default run folder.
+        steps_per_epoch: steps per epoch; default one pass over the training split.
+    """
+
+    model: str = field(default_factory=_default_model)
+    model_options: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    loss: str = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    label_smoothing: float = 0.0
+    augment: float = 0.5
+    schedule: str = "cosine"
+    monitor: str = "val_map"
+    patience: int = 5
+    seed: int = 0
+    mixed_precision: str = "auto"
+    jit: bool | None = None
+    strategy: str = "auto"
+    out: str | None = None
+    name: str | None = None
+    steps_per_epoch: int | None = None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    resume: bool = False,
+) -> TrainConfig:
+    """The settings of a run: defaults, then the YAML, then ``overrides`` (None values ignored).
+
+    Resuming without a YAML takes the run folder's own ``config.yaml``, so a run continues with the
+    settings it started with; overrides given now still win.
+
+    Args:
+        path: an experiments YAML (or a run's config.yaml), or None.
+        overrides: settings by name, e.g. from CLI flags.
+        resume: whether the run continues an unfinished one.
+    """
+    overrides = dict(overrides or {})
+    if resume and path is None:
+        run_dir = runs.run_dir_for(config_lib.resolve(TrainConfig, None, overrides), resume=True)
+        if (run_dir / runs.CONFIG_FILE).is_file():
+            path = run_dir / runs.CONFIG_FILE
+            overrides["out"] = str(run_dir)
+    return config_lib.resolve(TrainConfig, path, overrides)
+
+
+def validate(config: TrainConfig) -> None:
+    """Rejects settings that cannot work, naming the setting and its value."""
+    from yolol_tf.models import MODEL_NAMES
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise UserError(message)
+
+    need(
+        config.model in MODEL_NAMES,
+        f"Unknown model {config.model!r}. Choose one of: {', '.join(MODEL_NAMES)}",
+    )
+    for key in ("data", "val"):
+        path = getattr(config, key)
+        need(
+            path is None or Path(path).expanduser().exists(),
+            f"--{key} {path}: no such file or folder",
+        )
+    need(
+        isinstance(config.model_options, dict),
+        f"model_options must be a mapping. Received: {config.model_options!r}",
+    )
+    need(config.loss in LOSSES, f"Unknown loss {config.loss!r}. Choose one of: {', '.join(LOSSES)}")
+    need(
+        config.schedule in SCHEDULES,
+        f"schedule must be one of {', '.join(SCHEDULES)}. Received: schedule={config.schedule!r}",
+    )
+    need(
+        config.optimizer in OPTIMIZERS,
+        f"optimizer must be one of {', '.join(OPTIMIZERS)}. Received: optimizer={config.optimizer!r}",
+    )
+    need(config.epochs >= 1, f"epochs must be >= 1. Received: epochs={config.epochs}")
+    need(config.batch_size >= 1, f"batch_size must be >= 1. Received: batch_size={config.batch_size}")
+    config.check()
+    need(
+        config.learning_rate > 0, f"learning_rate must be > 0. Received: learning_rate={config.learning_rate}"
+    )
+    need(0.0 <= config.augment <= 1.0, f"augment must be in [0, 1]. Received: augment={config.augment}")
+    need(
+        config.steps_per_epoch is None or config.steps_per_epoch >= 1,
+        f"steps_per_epoch must be >= 1. Received: steps_per_epoch={config.steps_per_epoch}",
+    )
+
+
+def steps_per_epoch(config: Any, info: Any) -> int:
+    """Steps in one epoch: ``config.steps_per_epoch``, else one pass over the training split.
+
+    Args:
+        config: a ``TrainConfig`` (or anything with ``steps_per_epoch`` and ``batch_size``).
+        info: the data's ``DatasetInfo``.
+    """
+    return config.steps_per_epoch or max(1, math.ceil(info.counts.get("train", 1) / config.batch_size))
+
+
+def effective_loss(config: TrainConfig, info: Any) -> str:
+    """The loss actually used: the default "bce" becomes "cce" (softmax) on single-label data."""
+    return "cce" if info.single_label and config.loss == "bce" else config.loss
+
+
+def activation_of(loss: str) -> str:
+    """The output activation that matches a loss: "softmax" for "cce", else "sigmoid"."""
+    return "softmax" if loss == "cce" else "sigmoid"
+
+
+def for_data(config: TrainConfig, info: Any) -> TrainConfig:
+    """The config as the opened data makes it: its real size, and the loss single-label data needs."""
+    return dataclasses.replace(config, size=int(info.image_shape[0]), loss=effective_loss(config, info))
