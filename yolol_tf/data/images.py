@@ -2,15 +2,21 @@
 
 ``read_image`` and ``letterbox`` are shared by the store writer and by ``predict``, so a model at inference
 gets exactly the pixels it was trained on.
+
+An image file can declare any size in a few bytes: a 100-byte PNG may claim 30000 x 30000 pixels, which
+OpenCV would try to decode into 2.7 GB. ``read_image`` reads the declared size from the header first and
+refuses images over ``pixel_limit()`` before decoding them.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import BmpImagePlugin, JpegImagePlugin, PngImagePlugin
 
 from yolol_tf.errors import UserError
 
@@ -20,8 +26,80 @@ PAD_VALUE = 114  # the grey Ultralytics pads with, so crops look like YOLO train
 # channels and drops alpha. The RGB variant (OpenCV >= 4.10) saves a colour conversion per image.
 _READ_FLAGS = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
 
+# Pillow's own default limit (89.5 megapixels, about 256 MiB as 24-bit RGB): far above any photo or camera
+# frame a detector is trained on, far below what exhausts a machine's memory.
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_PIXELS_ENV = "YOLOL_TF_MAX_PIXELS"
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+# Pillow's header readers by file signature: constructing one parses the header only, and unlike
+# PIL.Image.open applies no size limit of its own, so the limit here is the only one. (Pillow's WebP reader
+# allocates the whole canvas as it opens a file: WebP headers are read by _webp_size instead.)
+_HEADER_READERS = (
+    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+    (b"\xff\xd8", JpegImagePlugin.JpegImageFile),
+    (b"BM", BmpImagePlugin.BmpImageFile),
+)
+
+
+def pixel_limit() -> int:
+    """The most pixels ``read_image`` decodes: ``$YOLOL_TF_MAX_PIXELS``, else ``MAX_PIXELS``.
+
+    OpenCV refuses images over 2**30 pixels whatever this says (its ``OPENCV_IO_MAX_IMAGE_PIXELS``).
+
+    Raises:
+        UserError: when the environment variable is not a whole number >= 1.
+    """
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise UserError(
+            f"{MAX_PIXELS_ENV} must be a whole number of pixels >= 1. Received: {MAX_PIXELS_ENV}={value!r}"
+        )
+    return limit
+
+
+def declared_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """The ``(width, height)`` an image file's header declares, without decoding its pixels.
+
+    Args:
+        data: the whole file's bytes.
+
+    Returns:
+        None for a format without a header reader here, or a header too broken to read (the decoder then
+        decides whether the file is an image at all).
+    """
+    head = bytes(data[:30])
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return _webp_size(head)
+    reader = next((r for magic, r in _HEADER_READERS if head.startswith(magic)), None)
+    if reader is None:
+        return None
+    try:
+        with reader(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:  # a malformed header: not for this check to judge
+        return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """The canvas size in the first 30 bytes of a WebP file (RIFF header and first chunk), if it has one."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:  # extended: 24-bit canvas width - 1 and height - 1
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":  # lossy key frame
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:  # lossless: 14-bit width - 1, height - 1
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Reads an image file as RGB uint8 ``[H, W, 3]``, with its EXIF orientation applied.
 
     Grayscale images are made RGB; the alpha channel of RGBA images is dropped; 16-bit images are
@@ -29,16 +107,28 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Args:
         path: the image file (jpg, jpeg, png, bmp, webp, in any letter case).
+        max_pixels: refuse images whose header declares more pixels than this, before decoding them;
+            None reads the limit from ``pixel_limit()``.
 
     Raises:
-        UserError: naming the file when it is missing or cannot be decoded.
+        UserError: naming the file when it is missing, cannot be decoded, or declares more pixels than
+            the limit (with the size it declares).
     """
     path = os.fspath(path)
+    limit = pixel_limit() if max_pixels is None else max_pixels
     try:
         # np.fromfile + imdecode rather than imread: imread cannot open non-ASCII paths on Windows.
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise UserError(f"{path}: cannot read image ({e.strerror or e})") from None
+    size = declared_size(data)
+    if size is not None and size[0] * size[1] > limit:
+        width, height = size
+        raise UserError(
+            f"{path}: declares {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), more than "
+            f"the limit of {limit} pixels; decoding it could exhaust memory. If the image is genuine, set "
+            f"{MAX_PIXELS_ENV}={width * height}"
+        )
     image = cv2.imdecode(data, _READ_FLAGS) if data.size else None
     if image is None:
         raise UserError(f"{path}: not a readable image (empty, truncated or of an unknown format)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from yolol_tf.config import read_yaml
+from yolol_tf.data.names import check_names, yaml_name_lines
 from yolol_tf.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -159,14 +160,14 @@ def _parse_names(names: Any, nc: Any, source: Path) -> list[str]:
     """Class names from a yaml's ``names`` (list or {id: name}) and ``nc``."""
     if isinstance(names, dict):
         try:
-            by_id = {int(k): str(v) for k, v in names.items()}
+            by_id = {int(k): v for k, v in names.items()}
         except (TypeError, ValueError):
             raise UserError(f"{source}: 'names' keys must be class ids. Received: {list(names)}") from None
         if sorted(by_id) != list(range(len(by_id))):
             raise UserError(f"{source}: 'names' ids must be 0..{len(by_id) - 1}. Received: {sorted(by_id)}")
         result = [by_id[i] for i in range(len(by_id))]
     elif isinstance(names, (list, tuple)):
-        result = [str(n) for n in names]
+        result = list(names)
     elif names is None and isinstance(nc, int) and nc > 0:
         result = [str(i) for i in range(nc)]
     else:
@@ -175,7 +176,7 @@ def _parse_names(names: Any, nc: Any, source: Path) -> list[str]:
         raise UserError(f"{source}: 'names' is empty")
     if nc is not None and nc != len(result):
         raise UserError(f"{source}: 'nc' does not match the {len(result)} names. Received: nc={nc!r}")
-    return result
+    return check_names(result, source, yaml_name_lines(source, len(result)))
 
 
 def _resolve(entry: str, root: Path, yaml_dir: Path) -> Path | None:
@@ -228,11 +229,15 @@ def _from_folder(root: Path) -> YoloDataset:
             f"{root}: no data.yaml and no classes.txt. Expected one of them in the dataset folder"
         )
     try:
-        names = [n.strip() for n in classes.read_text(encoding="utf-8-sig").splitlines() if n.strip()]
+        # Split at newlines only: splitlines() also breaks at form feeds and other controls within a line.
+        names = [n.strip() for n in classes.read_text(encoding="utf-8-sig").split("\n")]
     except UnicodeDecodeError as e:
         raise UserError(f"{classes}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    while names and not names[-1]:
+        names.pop()  # trailing blank lines name no class; a blank line before a name would shift its id
     if not names:
         raise UserError(f"{classes}: no class names (expected one name a line)")
+    names = check_names(names, classes, range(1, len(names) + 1))
     problems: list[Problem] = []
     splits: dict[str, list[ImageItem]] = {}
     for split, keys in _SPLIT_KEYS.items():
