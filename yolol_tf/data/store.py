@@ -360,6 +360,8 @@ def _write_store(
         if pool is not None:
             pool.terminate()
             pool.join()
+    # Splits that share images (a val that is the train) find the same problems: each is reported once.
+    problems = list(dict.fromkeys(problems))
     _write_problems(tmp / "problems.csv", problems)
     info = {
         "format": FORMAT,
