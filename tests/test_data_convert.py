@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.helpers_data import LAYOUTS, NAMES, write_dataset
 from yolol_tf.data import store as store_module
@@ -272,6 +273,29 @@ def test_bad_input_converts_what_is_sound_and_reports_each_problem_once(tmp_path
     assert json.loads((store / "dataset.json").read_text())["problems"] == 8
     out = capsys.readouterr().out
     assert "8 problems" in out and "class id out of range: 1" in out and f"{a}:3" in out
+
+
+def test_a_val_that_is_the_train_reports_each_problem_once(tmp_path, capsys):
+    data = _bad_dataset(tmp_path / "ds")
+    cfg = yaml.safe_load(data.read_text())
+    data.write_text(yaml.safe_dump({**cfg, "val": cfg["train"]}))  # as some exports have it
+    store = prepare(data, tmp_path / "store", workers=1, progress=False)
+    problems = read_problems(store)
+    assert len(problems) == len(set(problems)) == 8
+    assert json.loads((store / "dataset.json").read_text())["problems"] == 8
+    assert "8 problems" in capsys.readouterr().out
+    val = [r["label_ids"] for r in _read_index(store) if r["split"] == "val"]
+    assert val == EXPECTED_LABELS["train"]  # still converted
+
+
+def test_a_box_sticking_out_of_the_image_gives_a_crop_clipped_to_it(tmp_path):
+    # A 64 x 48 image; the box spans x 50..74 (cx 0.97, w 0.375): its values are in [0, 1], its right edge is not.
+    data = write_dataset(tmp_path / "ds", images={"train": {"a": (64, 48, [(0, 10, 10, 30, 30)])}})
+    (tmp_path / "ds/labels/train/a.txt").write_text("0 0.968750 0.5 0.375 0.5\n")
+    store = prepare(data, tmp_path / "store", workers=1, progress=False)
+    assert read_problems(store) == []
+    (row,) = _read_index(store)
+    assert [int(row[k]) for k in ("x1", "y1", "x2", "y2")] == [50, 12, 64, 36]
 
 
 def test_strict_fails_on_the_first_problem_naming_file_line_and_value(tmp_path):

@@ -105,6 +105,30 @@ def test_box_and_segmentation_lines(tmp_path):
     assert boxes[2].x2 == 1.0  # 1.0005 is within the tolerance: clipped
 
 
+def test_boxes_sticking_out_of_the_image_are_clipped_when_their_values_are_in_0_1(tmp_path):
+    # Ultralytics' rule: cx, cy, w, h (or each polygon coordinate) in [0, 1]; the corners may stick out.
+    path = _labels(tmp_path, "0 0.95 0.95 0.3 0.3\n1 0 0.5 0.4 1\n2 0.9 0.9 1.0 0.95 1.0005 1.0\n")
+    boxes, problems = parse_labels(str(path), 3)
+    assert problems == []
+    assert [c for b in boxes for c in (b.x1, b.y1, b.x2, b.y2)] == pytest.approx(
+        [0.8, 0.8, 1.0, 1.0] + [0.0, 0.0, 0.2, 1.0] + [0.9, 0.9, 1.0, 1.0]
+    )
+
+
+@pytest.mark.parametrize(
+    "line, named",
+    [
+        ("0 0.5 1.3 0.2 0.2", "cy=1.3"),
+        ("0 0.5 0.5 0.2 -0.5", "h=-0.5"),
+        ("0 0.1 0.2 0.3 0.1 0.2 1.01", "y3=1.01"),
+    ],
+)
+def test_a_value_outside_0_1_is_named_in_the_problem(tmp_path, line, named):
+    path = _labels(tmp_path, line + "\n")
+    (problem,) = parse_labels(str(path), 3)[1]
+    assert problem.kind == "bounds" and f"{path}:1: {named} is outside [0, 1]" in str(problem)
+
+
 def test_empty_or_missing_label_file_means_no_objects(tmp_path):
     assert parse_labels(str(_labels(tmp_path, "")), 3) == ([], [])
     assert parse_labels(str(tmp_path / "missing.txt"), 3) == ([], [])
@@ -120,7 +144,9 @@ def test_empty_or_missing_label_file_means_no_objects(tmp_path):
         ("0 0.5 abc 0.2 0.2", "number", "abc"),
         ("0 0.5 nan 0.2 0.2", "number", "nan"),
         ("1.5 0.5 0.5 0.2 0.2", "number", "1.5"),
-        ("0 0.95 0.5 0.2 0.2", "bounds", "0 0.95 0.5 0.2 0.2"),
+        ("0 1.05 0.5 0.2 0.2", "bounds", "0 1.05 0.5 0.2 0.2"),
+        ("0 0.5 0.5 1.2 0.2", "bounds", "0 0.5 0.5 1.2 0.2"),
+        ("0 0.5 0.5 -0.2 0.2", "bounds", "0 0.5 0.5 -0.2 0.2"),
         ("0 0.1 0.2 1.3 0.2 0.5 0.5", "bounds", "0 0.1 0.2 1.3 0.2 0.5 0.5"),
         ("0 0.5 0.5 0 0.2", "zero_size", "0 0.5 0.5 0 0.2"),
         ("0 0.1 0.2 0.1 0.5 0.1 0.9", "zero_size", "0 0.1 0.2 0.1 0.5 0.1 0.9"),
@@ -208,3 +234,27 @@ def test_letterbox_places_the_image_and_pads_with_114():
     same = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     assert np.array_equal(letterbox(same, 4), same)
     assert letterbox(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 32).shape == (32, 32, 3)
+
+
+def test_a_label_file_shared_by_two_images_is_a_problem_naming_both(tmp_path):
+    data = write_dataset(tmp_path / "ds", "ultralytics")
+    image = tmp_path / "ds/images/train/a.jpg"
+    cv2.imwrite(str(image.with_suffix(".png")), cv2.imread(str(image)))
+    ds = find_dataset(data)
+    (problem,) = ds.problems
+    assert (problem.kind, problem.file) == ("shared_label", str(tmp_path / "ds/labels/train/a.txt"))
+    assert problem.value == "images/train/a.jpg, images/train/a.png"
+    assert "a.jpg" in str(problem) and "a.png" in str(problem)
+    # Whose boxes they are cannot be known: neither image is used, the others are.
+    assert [i.rel for i in ds.splits["train"]] == ["images/train/b.jpg", "images/train/c.jpg"]
+
+
+def test_splits_reading_the_same_files_report_each_listing_problem_once(tmp_path):
+    data = write_dataset(tmp_path / "ds", "ultralytics_txt")
+    with open(tmp_path / "ds/train.txt", "a") as f:
+        f.write("./images/train/gone.jpg\n")
+    cfg = yaml.safe_load(data.read_text())
+    data.write_text(yaml.safe_dump({**cfg, "val": "train.txt"}))  # val is the train, as some exports have it
+    ds = find_dataset(data)
+    assert [(p.kind, Path(p.file).name, p.line) for p in ds.problems] == [("image", "train.txt", 4)]
+    assert ds.splits["val"] == ds.splits["train"]

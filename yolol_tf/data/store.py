@@ -27,6 +27,7 @@ from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
 from yolol_tf.data.demo import cache_root
 from yolol_tf.data.images import read_image
 from yolol_tf.data.settings import DataSettings
+from yolol_tf.data.tfrecord import TFRecordWriter
 from yolol_tf.data.yolo import PROBLEM_KINDS, ImageItem, Problem, YoloDataset, find_dataset, parse_labels
 from yolol_tf.errors import UserError
 
@@ -163,9 +164,7 @@ class _ShardWriter:
     """Writes records into ``shards/<split>-NNNNN.tfrecord``, a new shard every ``per_shard`` records."""
 
     def __init__(self, store: Path, split: str, per_shard: int):
-        import tensorflow as tf  # only the main process writes: workers never load TensorFlow
-
-        self._tf, self._store, self._split, self._per_shard = tf, store, split, per_shard
+        self._store, self._split, self._per_shard = store, split, per_shard
         self._writer: Any = None
         self.count = 0
         self.shards: list[str] = []
@@ -174,7 +173,7 @@ class _ShardWriter:
         if self.count % self._per_shard == 0:
             self.close()
             name = f"shards/{self._split}-{len(self.shards):05d}.tfrecord"
-            self._writer = self._tf.io.TFRecordWriter(str(self._store / name))
+            self._writer = TFRecordWriter(self._store / name)
             self.shards.append(name)
         self._writer.write(record)
         self.count += 1
@@ -344,6 +343,8 @@ def _write_store(
         if pool is not None:
             pool.terminate()
             pool.join()
+    # Splits that share images (a val that is the train) find the same problems: each is reported once.
+    problems = list(dict.fromkeys(problems))
     _write_problems(tmp / "problems.csv", problems)
     info = {
         "format": FORMAT,

@@ -41,6 +41,7 @@ PROBLEM_KINDS = {
     "zero_size": "zero-size box",
     "image": "unreadable or missing image",
     "orphan_label": "label file without an image",
+    "shared_label": "label file shared by several images",
     "encoding": "undecodable text",
 }
 
@@ -256,10 +257,21 @@ def _from_folder(root: Path) -> YoloDataset:
 def _finish(
     root: Path, source: Path, names: list[str], splits: dict[str, list[ImageItem]], problems: list[Problem]
 ) -> YoloDataset:
-    splits = {s: sorted(set(items), key=lambda i: i.rel) for s, items in splits.items() if items}
-    if not splits:
+    if not any(splits.values()):
         raise UserError(f"{source}: no images found (extensions: {', '.join(IMAGE_SUFFIXES)})")
-    problems += _orphan_labels([i for items in splits.values() for i in items])
+    every = [i for items in splits.values() for i in items]
+    problems += _orphan_labels(every)
+    shared = _shared_labels(every)
+    problems += shared.values()
+    splits = {
+        s: sorted({i for i in items if i.label not in shared}, key=lambda i: i.rel)
+        for s, items in splits.items()
+    }
+    splits = {s: items for s, items in splits.items() if items}
+    if not splits:
+        raise UserError(f"{source}: no image left to convert. {next(iter(shared.values()))}")
+    # Splits that read the same files (a val that is the train) find the same problems: report each once.
+    problems = list(dict.fromkeys(problems))
     return YoloDataset(root, source, names, {s: splits[s] for s in SPLITS if s in splits}, problems)
 
 
@@ -296,6 +308,23 @@ def _items(images: list[str], root: Path) -> list[ImageItem]:
     return [ImageItem(i, label_path(i), Path(os.path.relpath(i, root)).as_posix()) for i in images]
 
 
+def _shared_labels(items: list[ImageItem]) -> dict[str, Problem]:
+    """A problem for each label file that several images would read (``a.jpg`` and ``a.png``), by label path.
+
+    Whose objects the file describes cannot be known, so none of those images is converted.
+    """
+    images: dict[str, dict[str, str]] = {}
+    for i in items:
+        images.setdefault(i.label, {})[i.image] = i.rel
+    problems = {}
+    for label, by_path in images.items():
+        if len(by_path) > 1 and os.path.isfile(label):
+            rels = sorted(by_path.values())
+            message = f"label file shared by {len(rels)} images, so none of them is converted"
+            problems[label] = Problem("shared_label", label, None, ", ".join(rels), message)
+    return problems
+
+
 def _orphan_labels(items: list[ImageItem]) -> list[Problem]:
     """Label files in the dataset's label folders that belong to no image."""
     expected = {i.label for i in items}
@@ -317,7 +346,8 @@ def parse_labels(path: str, num_classes: int) -> tuple[list[Box], list[Problem]]
     """Reads a YOLO label file: sound boxes, and one problem per unsound line.
 
     A line is ``class cx cy w h`` (normalised) or a segmentation ``class x1 y1 x2 y2 ...`` (its polygon's
-    bounding box). A missing or empty file means no objects.
+    bounding box). Every value after the class must be in [0, 1]; a box whose corners stick out of the image
+    is clipped to it (Ultralytics' rule). A missing or empty file means no objects.
 
     Args:
         path: the label file.
@@ -369,6 +399,12 @@ def _parse_line(text: str, num_classes: int) -> list | tuple[str, str, str]:
     if not 0 <= cls < num_classes:
         return "class", fields[0], f"class id out of range 0..{num_classes - 1}"
     coords = values[1:]
+    # Ultralytics' rule: the values written must be in [0, 1]; a box's corners may still stick out of the
+    # image (cx 0.95, w 0.3), and the box is then clipped to it.
+    for i, v in enumerate(coords):
+        if not -COORD_TOLERANCE <= v <= 1 + COORD_TOLERANCE:
+            name = ("cx", "cy", "w", "h")[i] if n == 5 else f"{'xy'[i % 2]}{i // 2 + 1}"
+            return "bounds", text, f"{name}={fields[i + 1]} is outside [0, 1]"
     if n == 5:
         cx, cy, w, h = coords
         if w <= 0 or h <= 0:
@@ -376,9 +412,6 @@ def _parse_line(text: str, num_classes: int) -> list | tuple[str, str, str]:
         xs, ys = (cx - w / 2, cx + w / 2), (cy - h / 2, cy + h / 2)
     else:
         xs, ys = coords[0::2], coords[1::2]
-    lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
-    if lo < -COORD_TOLERANCE or hi > 1 + COORD_TOLERANCE:
-        return "bounds", text, "coordinates outside [0, 1]"
     x1, y1 = max(0.0, min(xs)), max(0.0, min(ys))
     x2, y2 = min(1.0, max(xs)), min(1.0, max(ys))
     if x2 <= x1 or y2 <= y1:
