@@ -41,12 +41,15 @@ def test_help_lists_data_commands_with_examples() -> None:
 def test_demo_data_then_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(demo, "SPLIT_SIZES", SMALL)
     assert run(["demo-data", str(tmp_path / "demo"), "--seed", "3"]) == 0
-    assert "data.yaml" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "data.yaml" in printed.err and printed.out == ""  # messages go to stderr
     assert len(list((tmp_path / "demo" / "images" / "train").glob("*.jpg"))) == SMALL["train"]
     code = run(["prepare", str(tmp_path / "demo" / "data.yaml"), "--out", str(tmp_path / "store"),
                 "--size", "16", "--workers", "1"])  # fmt: skip
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.err
     assert code == 0, out
+    assert captured.out == ""  # stdout is only for machine-readable output
     assert (tmp_path / "store" / "dataset.json").is_file()
     assert f"Store: {tmp_path / 'store'}" in out and "train" in out and "10 classes" in out
 

@@ -190,7 +190,7 @@ def test_unchanged_dataset_reuses_the_store_and_a_change_rebuilds_it(tmp_path, c
     before = _mtimes(store)
     assert prepare(data, tmp_path / "store", workers=1, progress=False) == store
     assert _mtimes(store) == before
-    assert "Reusing" in capsys.readouterr().out
+    assert "Reusing" in capsys.readouterr().err
     label = tmp_path / "ds/labels/val/e.txt"
     label.write_text("1 0.5 0.5 0.5 0.5\n")
     os.utime(label, ns=(0, 10**9))
@@ -271,7 +271,7 @@ def test_bad_input_converts_what_is_sound_and_reports_each_problem_once(tmp_path
     assert by_kind["zero_size"].line == 7 and by_kind["encoding"].line == 2
     assert by_kind["image"].file.endswith("broken.jpg") and by_kind["orphan_label"].file.endswith("ghost.txt")
     assert json.loads((store / "dataset.json").read_text())["problems"] == 8
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "8 problems" in out and "class id out of range: 1" in out and f"{a}:3" in out
 
 
@@ -283,7 +283,7 @@ def test_a_val_that_is_the_train_reports_each_problem_once(tmp_path, capsys):
     problems = read_problems(store)
     assert len(problems) == len(set(problems)) == 8
     assert json.loads((store / "dataset.json").read_text())["problems"] == 8
-    assert "8 problems" in capsys.readouterr().out
+    assert "8 problems" in capsys.readouterr().err
     val = [r["label_ids"] for r in _read_index(store) if r["split"] == "val"]
     assert val == EXPECTED_LABELS["train"]  # still converted
 
@@ -335,3 +335,12 @@ def test_the_default_store_lives_under_the_cache_with_the_user_folder_expanded(t
     data = write_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, workers=1, progress=False)
     assert store.is_relative_to(tmp_path / "cache" / "stores") and (store / "dataset.json").is_file()
+
+
+def test_a_second_conversion_into_a_store_in_use_is_refused(tmp_path):
+    from yolol_tf.locks import exclusive
+
+    data = write_dataset(tmp_path / "ds", "ultralytics")
+    with exclusive(tmp_path / "store", what="conversion"), pytest.raises(UserError, match="conversion"):
+        prepare(data, tmp_path / "store", workers=1, progress=False)
+    assert not (tmp_path / "store").exists()

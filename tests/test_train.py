@@ -205,7 +205,7 @@ def test_cli_trains_with_yaml_and_flag_overrides(store: Path, tmp_path: Path) ->
     result = run_cli("train", "cnn", "--config", str(config), "--data", str(store), "--epochs", "1",
                      "--out", str(tmp_path / "run"), "--no-jit")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "val mAP" in result.stdout and "Device: CPU" in result.stdout
+    assert "val mAP" in result.stderr and "Device: CPU" in result.stderr
     assert "epochs: 1" in (tmp_path / "run" / "config.yaml").read_text()
 
 
@@ -311,3 +311,13 @@ def test_experiment_files_are_valid_configs(path: Path) -> None:
     config = config_lib.resolve(TrainConfig, path, {})
     assert set(config.model_options) <= set(model_options(config.model)), "unknown model option"
     validate(dataclasses.replace(config, data=None))  # the 63-class file's data path is a placeholder
+
+
+def test_a_second_training_into_a_run_folder_in_use_is_refused(store: Path, tmp_path: Path) -> None:
+    from yolol_tf.locks import exclusive
+    from yolol_tf.training import train
+
+    out = tmp_path / "run"
+    with exclusive(out, what="training run"), pytest.raises(UserError, match="training run"):
+        train(tiny_config(store, out))
+    assert not out.exists(), "the refused run wrote into the folder"

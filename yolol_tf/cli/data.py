@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -57,7 +58,7 @@ def prepare_command(
         data, out, size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode.value,
         strict=strict, workers=workers,
     )  # fmt: skip
-    print(describe_store(store))
+    print(describe_store(store), file=sys.stderr)
 
 
 @app.command("demo-data")
@@ -76,4 +77,4 @@ def demo_data_command(
 
     path = demo_data(out, seed=seed)
     sizes = ", ".join(f"{split} {n}" for split, n in SPLIT_SIZES.items())
-    print(f"Wrote {path} ({sizes} images; {len(CLASSES)} classes: {', '.join(CLASSES)})")
+    print(f"Wrote {path} ({sizes} images; {len(CLASSES)} classes: {', '.join(CLASSES)})", file=sys.stderr)

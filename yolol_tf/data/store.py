@@ -30,6 +30,7 @@ from yolol_tf.data.settings import DataSettings
 from yolol_tf.data.tfrecord import TFRecordWriter
 from yolol_tf.data.yolo import PROBLEM_KINDS, ImageItem, Problem, YoloDataset, find_dataset, parse_labels
 from yolol_tf.errors import UserError
+from yolol_tf.locks import exclusive
 
 FORMAT, VERSION = "yolol-tf-store", 1
 CROPS_PER_SHARD = 2048  # ~25 MB shards at size 64: large sequential reads, enough shards to interleave
@@ -265,18 +266,31 @@ def prepare(
     out = Path(out).expanduser().absolute()
     if strict and dataset.problems:
         raise UserError(f"{dataset.problems[0]} (--strict)")
+    with exclusive(out, what="conversion"):
+        return _build(out, dataset, options, fp, strict, workers, progress)
+
+
+def _build(
+    out: Path,
+    dataset: YoloDataset,
+    options: dict[str, Any],
+    fp: str,
+    strict: bool,
+    workers: int | None,
+    progress: bool,
+) -> Path:
+    """Reuses the store at ``out`` if it is complete for ``fp``, else converts into it (lock held)."""
     if _is_complete(out, fp):
         # A store converted without --strict may hold problems that --strict must still refuse.
         recorded = read_problems(out) if strict and (out / "problems.csv").is_file() else []
         if recorded:
             raise UserError(f"{recorded[0]} (--strict; recorded when {out} was converted)")
-        print(f"Reusing the store {out} (dataset and options unchanged)")
+        print(f"Reusing the store {out} (dataset and options unchanged)", file=sys.stderr)
         return out
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "dataset.json").exists())):
         raise UserError(
             f"--out exists and is not a yolol-tf store; refusing to overwrite it. Received: {out}"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     (tmp / "shards").mkdir(parents=True)
@@ -396,17 +410,17 @@ def _swap(tmp: Path, out: Path) -> None:
 def _print_summary(out: Path, dataset: YoloDataset, summary: dict[str, Any]) -> None:
     splits = summary["splits"]
     counts = ", ".join(f"{s}: {v['images']} images, {v['crops']} crops" for s, v in splits.items())
-    print(f"Wrote {out} ({counts or 'no samples'})")
+    print(f"Wrote {out} ({counts or 'no samples'})", file=sys.stderr)
     if summary["skipped_small"]:
-        print(f"Skipped {summary['skipped_small']} boxes smaller than --min-box")
+        print(f"Skipped {summary['skipped_small']} boxes smaller than --min-box", file=sys.stderr)
     problems = summary["problems"]
     if not problems:
         return
     by_kind = collections.Counter(p.kind for p in problems)
     kinds = ", ".join(f"{PROBLEM_KINDS.get(k, k)}: {by_kind[k]}" for k in PROBLEM_KINDS if k in by_kind)
-    print(f"{len(problems)} problems in the data ({kinds}); what was sound was converted:")
+    print(f"{len(problems)} problems in the data ({kinds}); what was sound was converted:", file=sys.stderr)
     for p in problems[:_SHOWN_PROBLEMS]:
-        print(f"  {p}")
+        print(f"  {p}", file=sys.stderr)
     if len(problems) > _SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more")
-    print(f"All problems are listed in {out / 'problems.csv'}")
+        print(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more", file=sys.stderr)
+    print(f"All problems are listed in {out / 'problems.csv'}", file=sys.stderr)

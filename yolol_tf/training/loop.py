@@ -16,6 +16,7 @@ means "resume" without ``--resume``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
+from yolol_tf.locks import exclusive
 from yolol_tf.training.config import TrainConfig, activation_of, for_data, steps_per_epoch, validate
 
 
@@ -70,13 +72,16 @@ def train(
         )
     run_dir = runs.run_dir_for(config, resume=resume)
     resume = should_resume(run_dir, resume, strategy)
-    if chief:  # other workers of a cluster see the chief's folder appear; only the chief writes it
-        runs.check_run_dir(run_dir, resume=resume)
     previous_policy = keras.mixed_precision.global_policy().name
-    try:
+    with contextlib.ExitStack() as stack:
+        if chief:  # other workers of a cluster see the chief's folder appear; only the chief writes it
+            # Held for the whole run: a second training into this folder is refused, not mixed in.
+            stack.enter_context(exclusive(run_dir, what="training run"))
+            runs.check_run_dir(run_dir, resume=resume)
+        stack.callback(keras.mixed_precision.set_global_policy, previous_policy)
         keras.utils.set_random_seed(config.seed)
         setup = device.setup(config.mixed_precision, config.jit)
-        print(setup.describe())
+        print(setup.describe(), file=sys.stderr)
         source = open_data(config)
         info = source.info
         if "val" not in source.splits or not info.counts.get("val"):
@@ -93,8 +98,6 @@ def train(
             config_lib.write_yaml(run_dir / runs.CONFIG_FILE, config)
         run = _Run(config, source, run_dir, setup, strategy, custom_loop, chief)
         return _fit(run, resume, callbacks or [], verbose)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:
@@ -188,10 +191,11 @@ def _fit(run: _Run, resume: bool, extra_callbacks: list, verbose: int | str | No
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if resume:
-        print(f"Resuming {run_dir} from epoch {runs.backup_epoch(run_dir / runs.BACKUP_DIR) + 1}")
+        print(f"Resuming {run_dir} from epoch {runs.backup_epoch(run_dir / runs.BACKUP_DIR) + 1}", file=sys.stderr)
     print(
         f"Training {config.model} on {info.source}: {info.counts.get('train', 0)} train / "
-        f"{info.counts.get('val', 0)} val samples, {info.num_classes} classes; run folder {run_dir}"
+        f"{info.counts.get('val', 0)} val samples, {info.num_classes} classes; run folder {run_dir}",
+        file=sys.stderr,
     )
     start = time.perf_counter()
     fit_args = dict(

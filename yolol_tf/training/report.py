@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def write_report(
     config_lib.atomic_write_text(
         run_dir / runs.FINISHED_MARKER, json.dumps(metrics.json_safe(summary), indent=2) + "\n"
     )
-    print(quality_line(results, run_dir))
+    print(quality_line(results, run_dir), file=sys.stderr)
     return run_dir
 
 
