@@ -270,7 +270,8 @@ def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path
     assert codes == [0, 0], helpers.logs(tmp_path)
 
     assert sorted(p.name for p in run.iterdir()) == [
-        "best.keras", "config.yaml", "history.csv", "labels.json", "last.keras", "logs", "metrics.json", "plots",
+        "best.json", "best.keras", "config.yaml", "history.csv", "labels.json", "last.keras", "logs",
+        "metrics.json", "plots",
     ]  # fmt: skip
     assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
     assert "val" in json.loads((run / "metrics.json").read_text())

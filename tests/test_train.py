@@ -18,7 +18,7 @@ from tests.helpers_train import run_cli, tiny_config, write_tiny_sign_mnist, wri
 from yolol_tf.errors import UserError
 
 RUN_FILES = [
-    "config.yaml", "best.keras", "last.keras", "labels.json", "history.csv", "metrics.json",
+    "config.yaml", "best.keras", "best.json", "last.keras", "labels.json", "history.csv", "metrics.json",
     "plots/loss.png", "plots/metrics.png", "plots/per_class_f1.png", "plots/val_predictions.png",
 ]  # fmt: skip
 

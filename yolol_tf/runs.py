@@ -10,7 +10,9 @@ A run folder (``saved_models/<model>-<name>/``) holds::
     metrics.json     evaluation figures on the validation (and test) split
     logs/            TensorBoard event files
     plots/           curves, per-class F1 and a grid of validation crops (PNG)
+    best.json        the epoch (0-based) and monitored value that best.keras holds
     backup/          BackupAndRestore state while a run is unfinished
+    fit.json         while unfinished: every epoch was trained, only the report is left
 
 ``labels.json`` is what travels with every export: evaluate, export and predict read it through
 :func:`resolve_model`, which also accepts a bare ``.keras`` file (with a ``labels.json`` beside it, or
@@ -42,7 +44,9 @@ BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
 HISTORY_FILE = "history.csv"
 FINISHED_MARKER = "metrics.json"  # written last: its presence marks a finished run
-BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run
+BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run; removed once metrics.json exists
+FIT_DONE = "fit.json"  # every epoch trained; a resume goes straight to the report
+BEST_INFO = "best.json"  # the epoch and monitored value best.keras holds
 
 
 @dataclass(frozen=True)
@@ -228,3 +232,88 @@ def dedupe_history(history_csv: Path) -> None:
     if "epoch" in df and df["epoch"].duplicated().any():
         df = df.drop_duplicates("epoch", keep="last").sort_values("epoch")
         atomic_write_text(history_csv, df.to_csv(index=False))
+
+
+def _previous(path: Path) -> Path:
+    """Where the best checkpoint before the current one waits: ``.best.prev.keras``."""
+    return path.with_name(f".{path.stem}.prev{path.suffix}")
+
+
+def retire_best(run_dir: Path) -> None:
+    """Moves the current best checkpoint and its info aside before a better epoch replaces them.
+
+    The better epoch is not committed (backed up) yet: if the run is killed before it is,
+    :func:`rollback_best` puts the retired checkpoint back, so best.keras never holds an epoch that a
+    resumed run trains again.
+    """
+    for name in (BEST_MODEL, BEST_INFO):
+        if (run_dir / name).is_file():
+            os.replace(run_dir / name, _previous(run_dir / name))
+
+
+def record_best(run_dir: Path, epoch: int, value: float) -> None:
+    """Writes best.json for a best.keras just saved (after the model, so the pair is complete)."""
+    atomic_write_text(run_dir / BEST_INFO, json.dumps({"epoch": int(epoch), "value": float(value)}) + "\n")
+
+
+def read_best(run_dir: Path) -> tuple[float | None, int | None]:
+    """(monitored value, 0-based epoch) of best.keras, or (None, None) where none is recorded."""
+    try:
+        info = json.loads((run_dir / BEST_INFO).read_text(encoding="utf-8"))
+        return float(info["value"]), int(info["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def committed_best(run_dir: Path, committed: int) -> tuple[float | None, int | None]:
+    """(value, epoch) of the best checkpoint among the ``committed`` epochs: best.json's, else the
+    retired one's (what :func:`rollback_best` restores). Reads only, so every worker of a cluster can."""
+    for info in (run_dir / BEST_INFO, _previous(run_dir / BEST_INFO)):
+        try:
+            data = json.loads(info.read_text(encoding="utf-8"))
+            value, epoch = float(data["value"]), int(data["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if epoch < committed:
+            return value, epoch
+    return None, None
+
+
+def rollback_best(run_dir: Path, committed: int) -> None:
+    """Restores the retired best checkpoint where best.keras holds an epoch past the ``committed`` ones.
+
+    Args:
+        run_dir: the run folder.
+        committed: epochs finished and backed up (a resumed run continues after them).
+    """
+    _, epoch = read_best(run_dir)
+    if epoch is not None and epoch < committed:
+        return
+    for name in (BEST_MODEL, BEST_INFO):
+        if _previous(run_dir / name).is_file():
+            os.replace(_previous(run_dir / name), run_dir / name)
+        elif epoch is not None or name == BEST_INFO:
+            (run_dir / name).unlink(missing_ok=True)
+
+
+def keep_committed_history(history_csv: Path, committed: int) -> None:
+    """Drops history rows of epochs that were not backed up (a resumed run trains them again)."""
+    import pandas as pd
+
+    if not history_csv.is_file():
+        return
+    try:
+        df = pd.read_csv(history_csv)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return
+    if "epoch" in df and (df["epoch"] >= committed).any():
+        atomic_write_text(history_csv, df[df["epoch"] < committed].to_csv(index=False))
+
+
+def finish(run_dir: Path) -> None:
+    """Removes what only an unfinished run needs, once metrics.json marks it finished."""
+    import shutil
+
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    for path in (run_dir / FIT_DONE, _previous(run_dir / BEST_MODEL), _previous(run_dir / BEST_INFO)):
+        path.unlink(missing_ok=True)

@@ -9,8 +9,10 @@ so any tool loads them with :func:`yolol_tf.models.load_model` and no custom obj
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from yolol_tf import runs
+from yolol_tf.config import atomic_write_text
 from yolol_tf.errors import UserError
 
 
@@ -107,10 +111,13 @@ def monitor_mode(monitor: str) -> str:
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model when the monitored figure improves.
+    """Saves the model when the monitored figure improves, with its epoch and value in ``best.json``.
+
+    The checkpoint it replaces is kept aside until the run finishes (see :func:`yolol_tf.runs.retire_best`),
+    so a run killed before the better epoch is backed up gets its real best back when it resumes.
 
     Args:
-        path: the ``.keras`` file.
+        path: the ``.keras`` file (``RUN/best.keras``).
         monitor: a key of the epoch logs, e.g. "val_map".
         initial_best: the best value of earlier epochs of a resumed run, so a worse epoch after resuming
             does not replace the real best.
@@ -147,7 +154,60 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if self._improved(value):
             self.best, self.best_epoch = value, epoch
+            runs.retire_best(self.path.parent)
             save_model_atomic(self.model, self.path)
+            runs.record_best(self.path.parent, epoch, value)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping whose patience continues across a resume instead of starting again.
+
+    Args:
+        monitor: a key of the epoch logs.
+        patience: epochs without improvement before stopping.
+        mode: "min" or "max".
+        initial_best: the best value of the epochs before the resume (None: a fresh run).
+        initial_wait: epochs since that best, already without improvement.
+        **kwargs: the rest of ``keras.callbacks.EarlyStopping``'s arguments.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        patience: int,
+        mode: str,
+        initial_best: float | None = None,
+        initial_wait: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(monitor, patience=patience, mode=mode, **kwargs)
+        self.initial_best = initial_best
+        self.initial_wait = initial_wait
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.initial_best is not None:
+            self.best, self.wait = self.initial_best, self.initial_wait
+
+
+class FitDone(keras.callbacks.Callback):
+    """Writes ``fit.json`` when training ends, before the backup callback's own end: every epoch is done.
+
+    Args:
+        path: the marker file (``RUN/fit.json``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+        self._start = time.perf_counter()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        seconds = round(time.perf_counter() - self._start, 1)
+        atomic_write_text(self.path, json.dumps({"train_seconds": seconds}) + "\n")
 
 
 class LastCheckpoint(keras.callbacks.Callback):

@@ -17,10 +17,9 @@ means "resume" without ``--resume``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,19 +132,43 @@ class _Run:
 
 
 def _fit(run: _Run, resume: bool, extra_callbacks: list, verbose: int | str | None) -> Path:
-    import keras
     import tensorflow as tf
 
-    from yolol_tf.data.info import read_store_json
-    from yolol_tf.models import build_model
-    from yolol_tf.training import distribute
-    from yolol_tf.training.callbacks import BestCheckpoint, LastCheckpoint, MAPCallback, monitor_mode
-    from yolol_tf.training.compile import class_frequency, compile_model
     from yolol_tf.training.report import write_report
 
     config, source, run_dir = run.config, run.source, run.run_dir
     info = source.info
     activation = activation_of(config.loss)
+    # A known length stops Keras from taking the end of the first validation pass for an early stop.
+    val_batches = math.ceil(info.counts["val"] / config.batch_size)
+    val_ds = source.dataset("val", config.batch_size).apply(
+        tf.data.experimental.assert_cardinality(val_batches)
+    )
+    _check_monitor(config.monitor, info)
+    if resume and (run_dir / runs.FIT_DONE).is_file():
+        print(f"Resuming {run_dir}: every epoch is trained; writing the report", file=sys.stderr)
+    else:
+        _train_epochs(run, resume, val_ds, activation, extra_callbacks, verbose)
+    if not run.chief:
+        return run_dir
+    runs.dedupe_history(run_dir / runs.HISTORY_FILE)
+    seconds = json.loads((run_dir / runs.FIT_DONE).read_text(encoding="utf-8"))["train_seconds"]
+    write_report(config, source, run_dir, activation, val_ds, runs.read_best(run_dir), seconds, run.setup)
+    runs.finish(run_dir)  # only now: a kill before this point resumes into the report, not epoch 1
+    return run_dir
+
+
+def _train_epochs(
+    run: _Run, resume: bool, val_ds: Any, activation: str, extra_callbacks: list, verbose: int | str | None
+) -> None:
+    """Builds, compiles and fits the model, continuing from the backup when resuming."""
+    from yolol_tf.data.info import read_store_json
+    from yolol_tf.models import build_model
+    from yolol_tf.training import distribute
+    from yolol_tf.training.compile import class_frequency, compile_model
+
+    config, source, run_dir = run.config, run.source, run.run_dir
+    info = source.info
     steps = steps_per_epoch(config, info)
     train_ds = source.dataset(
         "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True
@@ -154,50 +177,26 @@ def _fit(run: _Run, resume: bool, extra_callbacks: list, verbose: int | str | No
         # Each worker reads only its own shard files where there are enough for every worker.
         shards = read_store_json(source.store)["splits"]["train"]["shards"]
         train_ds = distribute.shard_by_files(train_ds, run.strategy, len(shards))
-    # A known length stops Keras from taking the end of the first validation pass for an early stop.
-    val_batches = math.ceil(info.counts["val"] / config.batch_size)
-    val_ds = source.dataset("val", config.batch_size).apply(
-        tf.data.experimental.assert_cardinality(val_batches)
-    )
     class_freq = class_frequency(source, info) if config.loss == "weighted_bce" else None
-
-    _check_monitor(config.monitor, info)
     with run.strategy.scope():
         model = build_model(config.model, info.image_shape, info.num_classes, **config.model_options)
         compile_model(model, config, info, class_freq, steps_per_epoch=steps, jit_compile=run.setup.jit)
 
-    history_csv = run_dir / runs.HISTORY_FILE
-    best_value, best_epoch = runs.best_so_far(history_csv, config.monitor) if resume else (None, None)
-    mode = monitor_mode(config.monitor)
-    cbs: list = [MAPCallback(val_ds, activation), *extra_callbacks]
-    best_cb = BestCheckpoint(run_dir / runs.BEST_MODEL, config.monitor, best_value, best_epoch)
-    cbs += [best_cb, LastCheckpoint(run_dir / runs.LAST_MODEL)]
-    if config.schedule == "plateau":
-        cbs.append(
-            keras.callbacks.ReduceLROnPlateau(
-                config.monitor, factor=0.5, mode=mode, patience=max(1, config.patience // 2), verbose=1
-            )
-        )
-    if config.patience > 0:
-        cbs.append(
-            keras.callbacks.EarlyStopping(config.monitor, patience=config.patience, mode=mode, verbose=1)
-        )
-    cbs += [
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-        keras.callbacks.CSVLogger(str(history_csv), append=resume),
-        # Last, so a kill never leaves a backup of an epoch whose other records are missing.
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), double_checkpoint=True),
-    ]
+    committed = runs.backup_epoch(run_dir / runs.BACKUP_DIR) if resume else 0
+    if resume and run.chief:
+        # Epochs after the last backup are trained again: forget their history rows and best checkpoint.
+        runs.keep_committed_history(run_dir / runs.HISTORY_FILE, committed)
+        runs.rollback_best(run_dir, committed)
+    cbs = _callbacks(run, val_ds, activation, resume, committed, extra_callbacks)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if resume:
-        print(f"Resuming {run_dir} from epoch {runs.backup_epoch(run_dir / runs.BACKUP_DIR) + 1}", file=sys.stderr)
+        print(f"Resuming {run_dir} from epoch {committed + 1}", file=sys.stderr)
     print(
         f"Training {config.model} on {info.source}: {info.counts.get('train', 0)} train / "
         f"{info.counts.get('val', 0)} val samples, {info.num_classes} classes; run folder {run_dir}",
         file=sys.stderr,
     )
-    start = time.perf_counter()
     fit_args = dict(
         epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=cbs, verbose=verbose
     )
@@ -205,12 +204,55 @@ def _fit(run: _Run, resume: bool, extra_callbacks: list, verbose: int | str | No
         distribute.custom_fit(model, train_ds, strategy=run.strategy, **fit_args)
     else:
         model.fit(train_ds, shuffle=False, **fit_args)  # the pipeline shuffles
-    seconds = time.perf_counter() - start
-    if not run.chief:
-        return run_dir
-    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    runs.dedupe_history(history_csv)
-    return write_report(config, source, run_dir, activation, val_ds, best_cb, seconds, run.setup)
+
+
+def _callbacks(
+    run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list
+) -> list:
+    """The run's callbacks, in the order their hooks must run (the backup last)."""
+    import keras
+
+    from yolol_tf.training.callbacks import (
+        BestCheckpoint,
+        FitDone,
+        LastCheckpoint,
+        MAPCallback,
+        ResumableEarlyStopping,
+        monitor_mode,
+    )
+
+    config, run_dir = run.config, run.run_dir
+    history_csv = run_dir / runs.HISTORY_FILE
+    best_value, best_epoch = runs.committed_best(run_dir, committed) if resume else (None, None)
+    if resume and best_value is None:  # a run folder from before best.json
+        best_value, best_epoch = runs.best_so_far(history_csv, config.monitor)
+    mode = monitor_mode(config.monitor)
+    # MAPCallback first, so every later callback (the caller's too) sees val_map in the logs.
+    cbs: list = [MAPCallback(val_ds, activation), *extra]
+    cbs += [
+        BestCheckpoint(run_dir / runs.BEST_MODEL, config.monitor, best_value, best_epoch),
+        LastCheckpoint(run_dir / runs.LAST_MODEL),
+    ]
+    if config.schedule == "plateau":
+        cbs.append(
+            keras.callbacks.ReduceLROnPlateau(
+                config.monitor, factor=0.5, mode=mode, patience=max(1, config.patience // 2), verbose=1
+            )
+        )
+    if config.patience > 0:
+        wait = committed - 1 - best_epoch if best_epoch is not None else 0
+        cbs.append(ResumableEarlyStopping(config.monitor, config.patience, mode, best_value, wait, verbose=1))
+    return [
+        *cbs,
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+        keras.callbacks.CSVLogger(str(history_csv), append=resume),
+        FitDone(run_dir / runs.FIT_DONE),  # on_train_end before the backup's own
+        # Last, so a kill never leaves a backup of an epoch whose other records are missing. It is kept
+        # at the end of training and removed by runs.finish once metrics.json marks the run finished.
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / runs.BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
+        ),
+    ]
 
 
 def _check_monitor(monitor: str, info: Any) -> None:

@@ -22,7 +22,7 @@ def write_report(
     run_dir: Path,
     activation: str,
     val_ds: Any,
-    best_cb: Any,
+    best: tuple[float | None, int | None],
     seconds: float,
     setup: Any,
 ) -> Path:
@@ -34,7 +34,7 @@ def write_report(
         run_dir: the run folder.
         activation: "sigmoid" or "softmax".
         val_ds: the validation split, batched.
-        best_cb: the best-checkpoint callback (its best epoch and value).
+        best: the monitored value and 0-based epoch that best.keras holds (see ``runs.read_best``).
         seconds: wall time of the fit.
         setup: the device settings used.
     """
@@ -79,8 +79,8 @@ def write_report(
     summary = {
         "model": config.model,
         "monitor": config.monitor,
-        "best_epoch": None if best_cb.best_epoch is None else int(best_cb.best_epoch) + 1,
-        "best_value": best_cb.best,
+        "best_epoch": None if best[1] is None else int(best[1]) + 1,
+        "best_value": best[0],
         "train_seconds": round(seconds, 1),
         "device": setup.describe(),
         **results,

@@ -80,9 +80,11 @@ def custom_fit(
     strategy = strategy or model.distribute_strategy
     chief = is_chief(strategy)
     callbacks = list(callbacks or [])
+    delete_backup = True
     for callback in [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]:
         callbacks.remove(callback)
         backup_dir = backup_dir or callback.backup_dir
+        delete_backup = callback.delete_checkpoint
     scratch = None if chief else Path(tempfile.mkdtemp(prefix="yolol-tf-worker-"))
     try:
         if scratch is not None:
@@ -134,7 +136,7 @@ def custom_fit(
         if epochs > initial_epoch:
             model.optimizer.finalize_variable_values(model.trainable_weights)
         callback_list.on_train_end(logs=epoch_logs)
-        if backup is not None:
+        if backup is not None and delete_backup:
             backup.finish()
         return next(c for c in callback_list.callbacks if isinstance(c, keras.callbacks.History))
     finally:
