@@ -23,11 +23,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from yolol_tf.config import atomic_write_text
+from yolol_tf.config import atomic_write_text, read_yaml
 from yolol_tf.errors import UserError
 
 LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.yaml"
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
 
@@ -121,3 +123,16 @@ def resolve_model(path: str | os.PathLike, *, prefer: str = BEST_MODEL) -> Resol
         if candidate.is_file():
             return ResolvedModel(path, candidate, None)
     return ResolvedModel(path, None, None)
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A run folder's ``config.yaml`` as a mapping, or None when the folder has none.
+
+    Args:
+        run_dir: the run folder.
+
+    Raises:
+        UserError: the file is not valid YAML.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    return read_yaml(path) if path.is_file() else None
