@@ -62,7 +62,7 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
     from ai_edge_litert.interpreter import Interpreter
 
     from yolol_tf.inference.export import export
-    from yolol_tf.inference.predict import read_tflite_labels
+    from yolol_tf.inference.runners import read_tflite_labels
 
     result = export(run, "tflite", verbose=False)
     assert result.path == run / "best.tflite"
@@ -82,7 +82,7 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
 
 def test_single_label_exports_softmax_probabilities(run, tmp_path):
     from yolol_tf.inference.export import export
-    from yolol_tf.inference.predict import TFLiteRunner, read_tflite_labels
+    from yolol_tf.inference.runners import TFLiteRunner, read_tflite_labels
 
     softmax_run = write_run(tmp_path / "softmax", tiny_model(), run.parent / "store", activation="softmax")
     result = export(softmax_run, "tflite", verbose=False)
@@ -145,20 +145,20 @@ def test_refused_export_is_kept_aside_and_exits_non_zero(run, tmp_path, capsys):
 
 
 def test_interrupted_export_leaves_nothing_under_the_final_name(run, tmp_path, monkeypatch):
-    import yolol_tf.inference.export as export_module
+    from yolol_tf.inference.export import export, tflite
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_module, "embed_labels", interrupt)
+    monkeypatch.setattr(tflite, "embed_labels", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        export_module.export(run, "tflite", out=tmp_path / "m.tflite", verbose=False)
+        export(run, "tflite", out=tmp_path / "m.tflite", verbose=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cnn_with_our_batch_norm_converts_to_builtin_ops(tmp_path):
     from yolol_tf.inference.export import export
-    from yolol_tf.inference.predict import load_runner
+    from yolol_tf.inference.runners import load_runner
     from yolol_tf.models import build_model
 
     model = build_model("cnn", (32, 32, 3), 3, width=4, depths=(1, 1), dropout=0.0)
@@ -192,23 +192,23 @@ def test_bad_options_are_user_errors(run, tmp_path):
 
 
 def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, monkeypatch):
-    import yolol_tf.inference.export as export_module
+    from yolol_tf.inference.export import export, pipeline
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the export ran before its destination was checked")
 
-    monkeypatch.setattr(export_module, "_crops", must_not_run)
+    monkeypatch.setattr(pipeline, "export_crops", must_not_run)
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     with pytest.raises(UserError, match="notes.txt is a file"):
-        export_module.export(run, "savedmodel", out=a_file, verbose=False)
+        export(run, "savedmodel", out=a_file, verbose=False)
     with pytest.raises(UserError, match="cannot create the folder"):
-        export_module.export(run, "tflite", out=a_file / "sub" / "m.tflite", verbose=False)
+        export(run, "tflite", out=a_file / "sub" / "m.tflite", verbose=False)
     # A folder of the user's that is not a SavedModel would be replaced: refused, left as it was.
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"jpeg")
     with pytest.raises(UserError, match="other than a SavedModel"):
-        export_module.export(run, "savedmodel", out=tmp_path / "photos", verbose=False)
+        export(run, "savedmodel", out=tmp_path / "photos", verbose=False)
     assert a_file.read_text() == "mine" and (tmp_path / "photos" / "a.jpg").is_file()
     assert cli("export", str(run), "--out", str(a_file)) == 2
 
@@ -218,7 +218,7 @@ def test_int8_of_a_trained_model_passes_its_check(run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from yolol_tf.inference.export import export
-    from yolol_tf.inference.predict import TFLiteRunner, read_tflite_labels
+    from yolol_tf.inference.runners import TFLiteRunner, read_tflite_labels
 
     result = export(
         run, "tflite", quantize="int8", out=tmp_path / "m.int8.tflite", num_calibration=64, verbose=False

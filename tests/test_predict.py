@@ -82,7 +82,7 @@ def test_savedmodel_and_tflite_give_the_same_top_classes(run, images, capsys):
 @pytest.mark.large
 def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
     from yolol_tf.inference.export import export
-    from yolol_tf.inference.predict import load_runner
+    from yolol_tf.inference.runners import load_runner
 
     int8 = export(run, "tflite", quantize="int8", num_calibration=64, verbose=False).path
     runner = load_runner(int8)

@@ -38,8 +38,8 @@ from yolol_tf.config import atomic_write_text, read_yaml
 from yolol_tf.errors import UserError
 
 SAVED_MODELS = Path("saved_models")
-CONFIG_FILE = "config.yaml"
 LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.yaml"
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
 HISTORY_FILE = "history.csv"
@@ -140,10 +140,17 @@ def resolve_model(path: str | os.PathLike, *, prefer: str = BEST_MODEL) -> Resol
     return ResolvedModel(path, None, None)
 
 
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A run's ``config.yaml`` as a mapping ({} where the folder has none)."""
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A run folder's ``config.yaml`` as a mapping, or None when the folder has none.
+
+    Args:
+        run_dir: the run folder.
+
+    Raises:
+        UserError: the file is not valid YAML.
+    """
     path = Path(run_dir) / CONFIG_FILE
-    return read_yaml(path) if path.is_file() else {}
+    return read_yaml(path) if path.is_file() else None
 
 
 def run_dir_for(config: Any, *, resume: bool = False) -> Path:

@@ -7,18 +7,7 @@ from pathlib import Path
 import typer
 
 from yolol_tf.cli.app import app
-from yolol_tf.errors import UserError
-
-
-def _emit(text: str, out: Path | None) -> None:
-    """Prints ``text``, or writes it to ``out`` (atomically) and says where."""
-    if out is None:
-        typer.echo(text, nl=not text.endswith("\n"))
-        return
-    from yolol_tf.config import atomic_write_text
-
-    atomic_write_text(out, text if text.endswith("\n") else text + "\n")
-    typer.echo(f"wrote {out}", err=True)
+from yolol_tf.cli.output import emit
 
 
 @app.command("evaluate")
@@ -41,9 +30,8 @@ def evaluate_command(
 
     Example: yolol-tf evaluate saved_models/cnn-demo --split test --format json --out metrics.json
     """
-    from yolol_tf.inference.evaluate import FORMATS, evaluate, format_report
+    from yolol_tf.inference.evaluate import check_format, evaluate, format_report
 
-    if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: --format {fmt}")
+    check_format(fmt)  # before the evaluation, not after it
     result = evaluate(model, data, split, batch_size=batch_size)
-    _emit(format_report(result, fmt), out)
+    emit(format_report(result, fmt), out)

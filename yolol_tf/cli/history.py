@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from yolol_tf.cli.app import app
-from yolol_tf.cli.evaluate import _emit
+from yolol_tf.cli.output import emit
 
 
 @app.command("history")
@@ -28,7 +28,7 @@ def history_command(
 
     table = read_history(run, epoch_only=not all_scalars)
     if out is not None:
-        _emit(table.to_csv(), out)
+        emit(table.to_csv(), out)
         return
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_rows", None):
         typer.echo(table.to_string(float_format=lambda v: f"{v:.4g}"))

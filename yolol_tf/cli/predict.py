@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
 from yolol_tf.cli.app import app
+from yolol_tf.cli.output import emit
 
 
 @app.command("predict")
@@ -29,17 +29,8 @@ def predict_command(
 
     Example: yolol-tf predict saved_models/cnn-demo/best.int8.tflite photos/ --format csv --out preds.csv
     """
-    from yolol_tf.config import atomic_write_text
-    from yolol_tf.inference.predict import format_predictions, predict
+    from yolol_tf.inference.predict import check_format, format_predictions, predict
 
-    if format not in ("table", "json", "csv"):
-        from yolol_tf.errors import UserError
-
-        raise UserError(f"--format must be table, json or csv. Received: format={format!r}")
+    check_format(format)  # before the images are classified, not after
     preds = predict(model, paths, boxes=boxes, batch_size=batch_size)
-    text = format_predictions(preds, format)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(out, text)
-        print(f"wrote {len(preds)} predictions to {out}", file=sys.stderr)
+    emit(format_predictions(preds, format), out, what=f"{len(preds)} predictions")

@@ -5,6 +5,8 @@ the run was trained on (its ``config.yaml``; else the demo data), predicts the s
 :func:`yolol_tf.metrics.report` twice: at the per-class thresholds tuned on the validation split during
 training (``tuned``) and at 0.5 (``default``). :func:`format_report` turns the result into a terminal
 table, CSV or JSON; the ``yolol-tf evaluate`` command is a thin shell over both.
+
+The model, its labels and the run's data are opened by :mod:`yolol_tf.inference.loading`, as for export.
 """
 
 from __future__ import annotations
@@ -21,72 +23,27 @@ import numpy as np
 
 from yolol_tf import metrics
 from yolol_tf.errors import UserError
+from yolol_tf.inference.loading import input_shape, load_keras_with_labels, run_data
 from yolol_tf.models.outputs import predict_probs
-from yolol_tf.runs import Labels, ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
-    import keras
-
-    from yolol_tf.data import DatasetInfo, DataSource
+    from yolol_tf.data import DatasetInfo
 
 FORMATS = ("table", "json", "csv")
-# Settings of a run's config.yaml that decide which samples the model sees (passed on to open_data).
-_DATA_KEYS = ("val", "size", "context", "min_visible", "mode")
 
 
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config.yaml as a mapping ({} without one)."""
-    if not (run_dir / "config.yaml").is_file():
-        return {}
-    from yolol_tf.config import read_yaml
-
-    return read_yaml(run_dir / "config.yaml")
-
-
-def _load_keras_model(path: Path) -> keras.Model:
-    if path.suffix != ".keras":
-        raise UserError(
-            f"evaluate reads Keras models (.keras files or run folders). Received: {path}. "
-            "Evaluate the run folder the export came from instead."
-        )
-    from yolol_tf.models import load_model
-
-    return load_model(path)
-
-
-def _open_source(resolved: ResolvedModel, data: str | os.PathLike | None, size: int | None) -> DataSource:
-    """Opens ``data``, or the data the model's run trained on, prepared the way the run prepared it.
-
-    Args:
-        resolved: the model and its run folder.
-        data: what to evaluate on; None = the run's data (its config.yaml), else the demo data.
-        size: the side the model takes, which a YOLO dataset is prepared at (it wins over the run's
-            config.yaml, which older runs wrote before the data had set the size); None = the run's.
-    """
-    from yolol_tf.data import open_data
-
-    # A model file inside a run folder (RUN/last.keras) still knows the data its run trained on.
-    config = _read_run_config(resolved.run_dir or resolved.model_path.parent)
-    options = {k: config[k] for k in _DATA_KEYS if config.get(k) is not None}
-    if data is not None:
-        options.pop("val", None)  # the run's extra test CSV belongs to the run's data, not to this one
-    if size is not None:
-        options["size"] = size
-    return open_data(data if data is not None else config.get("data"), **options)
-
-
-def _check_fit(model_path: Path, num_outputs: int, input_shape: tuple, info: DatasetInfo) -> None:
+def _check_fit(model_path: Path, num_outputs: int, shape: tuple, info: DatasetInfo) -> None:
     """Refuses data whose class count or image shape the model cannot take."""
     if info.num_classes != num_outputs:
         raise UserError(
             f"The model {model_path} has {num_outputs} classes but the data {info.source} has "
             f"{info.num_classes}; evaluate it on the data it was trained on"
         )
-    if None not in input_shape and tuple(info.image_shape) != input_shape:
+    if None not in shape and tuple(info.image_shape) != shape:
         raise UserError(
-            f"The model {model_path} takes {'x'.join(map(str, input_shape))} images but the data "
+            f"The model {model_path} takes {'x'.join(map(str, shape))} images but the data "
             f"{info.source} holds {'x'.join(map(str, info.image_shape))}; prepare it with "
-            f"--size {input_shape[0]}"
+            f"--size {shape[0]}"
         )
 
 
@@ -120,31 +77,20 @@ def evaluate(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1. Received: batch_size={batch_size}")
-    resolved = resolve_model(model)
-    keras_model = _load_keras_model(resolved.model_path)
-    num_outputs = int(keras_model.outputs[0].shape[-1])
-    input_shape = tuple(keras_model.inputs[0].shape[1:])
-    if resolved.labels_path is None:
-        labels = Labels.default(num_outputs, input_shape)
-    else:
-        labels = Labels.load(resolved.labels_path)
-    if len(labels.names) != num_outputs:
-        raise UserError(
-            f"{resolved.labels_path}: {len(labels.names)} class names but the model "
-            f"{resolved.model_path} has {num_outputs} outputs"
-        )
+    resolved, keras_model, labels = load_keras_with_labels(model, command="evaluate")
+    num_outputs, shape = len(labels.names), input_shape(keras_model)
     thresholds = labels.thresholds if thresholds is None else thresholds
     if len(thresholds) != num_outputs:
         raise UserError(f"{len(thresholds)} thresholds given for {num_outputs} classes")
 
-    side = input_shape[0] or (labels.input_shape[0] if labels.input_shape else None)
-    source = _open_source(resolved, data, None if side is None else int(side))
+    side = shape[0] or (labels.input_shape[0] if labels.input_shape else None)
+    source = run_data(resolved, data, None if side is None else int(side))
     info = source.info
     if split not in source.splits:
         raise UserError(
             f"Split {split!r} is not in the data {info.source}. Available splits: {', '.join(source.splits)}"
         )
-    _check_fit(resolved.model_path, num_outputs, input_shape, info)
+    _check_fit(resolved.model_path, num_outputs, shape, info)
     warnings = []
     if list(info.names) != list(labels.names):
         warnings.append(
@@ -211,6 +157,16 @@ def _class_rows(result: dict[str, Any]) -> list[list[Any]]:
     return [[t[k] for k in tuned_keys] + [d["precision"], d["recall"], d["f1"]] for t, d in pairs]
 
 
+def check_format(fmt: str) -> None:
+    """Refuses a report format :func:`format_report` does not write (call it before evaluating).
+
+    Raises:
+        UserError: ``fmt`` is not "table", "json" or "csv".
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: format={fmt!r}")
+
+
 def format_report(result: dict[str, Any], fmt: str = "table") -> str:
     """Renders an :func:`evaluate` result.
 
@@ -219,6 +175,7 @@ def format_report(result: dict[str, Any], fmt: str = "table") -> str:
         fmt: "table" (summary and per-class table for a terminal), "csv" (the per-class table, one row per
             class, at the tuned thresholds and at 0.5) or "json" (everything; NaN as null).
     """
+    check_format(fmt)
     if fmt == "json":
         return json.dumps(metrics.json_safe(result), indent=2)
     if fmt == "csv":
@@ -228,8 +185,6 @@ def format_report(result: dict[str, Any], fmt: str = "table") -> str:
         for row in _class_rows(result):
             writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
         return buffer.getvalue()
-    if fmt != "table":
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}. Received: format={fmt!r}")
 
     tuned, default = result["tuned"], result["default"]
     lines = [
@@ -256,3 +211,6 @@ def format_report(result: dict[str, Any], fmt: str = "table") -> str:
             f"{_num(thr, 3):>6}  {_num(f1_default, 3):>6}  {support:>7d}"
         )
     return "\n".join(lines) + "\n"
+
+
+__all__ = ["CSV_COLUMNS", "FORMATS", "check_format", "evaluate", "format_report"]
