@@ -96,7 +96,8 @@ def model_probs(model, images: np.ndarray, activation: str = "sigmoid") -> np.nd
 def write_sign_mnist_csv(path: Path, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A tiny Sign-MNIST CSV (label, pixel1..pixel784); returns (uint8 images [n,28,28,1], labels [n])."""
     rng = np.random.default_rng(seed)
-    labels = rng.choice([c for c in range(25) if c != 9], size=n)  # "J" never occurs, as in the real data
+    letters = np.array([c for c in range(25) if c != 9])  # "J" never occurs, as in the real data
+    labels = letters[rng.permutation(n) % len(letters)]  # every letter once before any repeats
     images = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
     rows = [",".join(["label"] + [f"pixel{i}" for i in range(1, 785)])]
     rows += [",".join(map(str, [label, *image.ravel()])) for label, image in zip(labels, images, strict=True)]
@@ -104,12 +105,12 @@ def write_sign_mnist_csv(path: Path, n: int, *, seed: int = 0) -> tuple[np.ndarr
     return images, labels
 
 
-def make_sign_mnist_model(seed: int = 0):
-    """Input(28, 28, 1) -> Flatten -> Dense(25) logits, random weights."""
+def make_sign_mnist_model(seed: int = 0, classes: int = 24):
+    """Input(28, 28, 1) -> Flatten -> Dense(classes) logits, random weights."""
     import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Rescaling(1 / 255)(inputs)
-    logits = keras.layers.Dense(25, name="logits")(keras.layers.Flatten()(x))
+    logits = keras.layers.Dense(classes, name="logits")(keras.layers.Flatten()(x))
     return keras.Model(inputs, logits, name="tiny_sign")

@@ -39,17 +39,35 @@ def test_reads_images_and_labels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(images.reshape(4, -1), raw[:, 1:])  # row-major 28x28
 
 
-def test_dataset_is_one_hot_with_letter_names(tmp_path: Path) -> None:
+def test_dataset_is_one_hot_over_the_classes_present_with_letter_names(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", [0, 24, 3, 10, 5])
     ds, info = load_sign_mnist(path, batch_size=2)
-    assert info.names[0] == "A" and info.names[24] == "Y" and info.names[9] == "J"
-    assert info.num_classes == 25 and info.single_label and info.image_shape == (28, 28, 1)
+    assert info.names == ["A", "D", "F", "K", "Y"], "classes are the labels that occur, named by letter"
+    assert info.num_classes == 5 and info.single_label and info.image_shape == (28, 28, 1)
     assert info.counts == {"train": 5}
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
     x, y = np.concatenate(xs), np.concatenate(ys)
     assert x.dtype == np.uint8 and x.shape == (5, 28, 28, 1)
-    assert y.dtype == np.float32 and y.shape == (5, 25)
-    assert y.argmax(1).tolist() == [0, 24, 3, 10, 5] and y.sum(1).tolist() == [1.0] * 5
+    assert y.dtype == np.float32 and y.shape == (5, 5)
+    assert y.argmax(1).tolist() == [0, 4, 1, 3, 2] and y.sum(1).tolist() == [1.0] * 5
+
+
+def test_a_csv_with_ten_labels_has_ten_classes_and_a_test_label_training_never_saw_is_named(
+    tmp_path: Path,
+) -> None:
+    train = write_csv(tmp_path / "train.csv", [i % 10 for i in range(40)])
+    source = open_data(train)
+    assert source.info.num_classes == 10 and source.info.names == list("ABCDEFGHIJ")
+    test = write_csv(tmp_path / "test.csv", [1, 2, 12], seed=1)
+    source = open_data(train, val=test)
+    with pytest.raises(UserError, match=r"test.csv:4: label 12 does not occur in the training data"):
+        next(iter(source.dataset("test", 8)))
+
+
+def test_the_real_files_24_letters_keep_their_names_without_j(tmp_path: Path) -> None:
+    train = write_csv(tmp_path / "train.csv", [i for i in range(25) if i != 9] * 2)
+    info = open_data(train).info
+    assert info.num_classes == 24 and "J" not in info.names and info.names[9] == "K"
 
 
 def test_split_is_fixed_disjoint_and_complete(tmp_path: Path) -> None:
@@ -70,7 +88,7 @@ def test_augmented_training_batches_stay_uint8(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "train.csv", list(range(8)))
     ds, _ = load_sign_mnist(path, 4, training=True, augment=0.8, seed=0)
     x, y = next(iter(ds))
-    assert x.dtype.name == "uint8" and x.shape == (4, 28, 28, 1) and y.shape == (4, 25)
+    assert x.dtype.name == "uint8" and x.shape == (4, 28, 28, 1) and y.shape == (4, 8)  # the 8 labels present
 
 
 @pytest.mark.parametrize(

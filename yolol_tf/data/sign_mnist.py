@@ -2,6 +2,10 @@
 
 Format (Kaggle "Sign Language MNIST"): a header ``label,pixel1,...,pixel784``, then one image a row,
 ``label`` in 0..24 (the letters A..Y; J and Z need motion and have no samples), pixels in 0..255.
+
+The classes are the labels that occur in the data (:func:`present_classes`), named by their letters: the
+real files give 24 classes (no J), a CSV using labels 0..9 gives 10 (A..J). A label that never occurs is
+neither trained nor averaged into macro figures.
 """
 
 from __future__ import annotations
@@ -107,6 +111,33 @@ def split_indices(n: int, validation_fraction: float) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def present_classes(*csv_paths: str | os.PathLike) -> list[int]:
+    """The label values that occur in any of the CSV files, sorted: the classes a model learns.
+
+    Args:
+        *csv_paths: the CSV files of one dataset (training, and the held-back test file).
+    """
+    values: set[int] = set()
+    for path in csv_paths:
+        values.update(int(v) for v in np.unique(read_sign_mnist(path)[1]))
+    return sorted(values)
+
+
+def _class_indices(path: str | os.PathLike, labels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Each label's position in ``classes`` (a UserError naming the first row whose label is not one)."""
+    lookup = np.full(len(NAMES), -1, np.int32)
+    lookup[classes] = np.arange(len(classes), dtype=np.int32)
+    indices = lookup[labels]
+    missing = np.flatnonzero(indices < 0)
+    if len(missing):
+        row = int(missing[0])
+        raise UserError(
+            f"{path}:{row + 2}: label {int(labels[row])} does not occur in the training data "
+            f"(its classes: {', '.join(str(c) for c in classes)})"
+        )
+    return indices
+
+
 def load_sign_mnist(
     csv_path: str | os.PathLike,
     batch_size: int = 32,
@@ -118,8 +149,9 @@ def load_sign_mnist(
     subset: str | None = None,
     drop_remainder: bool = False,
     repeat: bool = False,
+    classes: list[int] | None = None,
 ):
-    """A Sign-MNIST CSV as batches of (uint8 [B, 28, 28, 1], float32 one-hot [B, 25]).
+    """A Sign-MNIST CSV as batches of (uint8 [B, 28, 28, 1], float32 one-hot [B, classes]).
 
     Args:
         csv_path: the CSV file.
@@ -133,6 +165,7 @@ def load_sign_mnist(
             split gets in ``info.counts`` (default "train").
         drop_remainder: drop a last, smaller batch.
         repeat: repeat forever.
+        classes: the label values that are classes, in output order; default those in this file.
 
     Returns:
         (tf.data.Dataset, DatasetInfo).
@@ -149,6 +182,8 @@ def load_sign_mnist(
     if not 0.0 <= augment <= 1.0:
         raise UserError(f"augment must be in [0, 1]. Received: augment={augment}")
     images, labels = read_sign_mnist(csv_path)
+    classes = present_classes(csv_path) if classes is None else list(classes)
+    labels = _class_indices(csv_path, labels, classes)
     if validation_fraction is not None:
         if subset not in ("train", "val"):
             raise UserError(
@@ -161,8 +196,8 @@ def load_sign_mnist(
     else:
         counts = {subset or "train": len(labels)}
     info = DatasetInfo(
-        names=list(NAMES), num_classes=len(NAMES), image_shape=(SIDE, SIDE, 1), counts=counts,
-        single_label=True, source=str(csv_path),
+        names=[NAMES[c] for c in classes], num_classes=len(classes), image_shape=(SIDE, SIDE, 1),
+        counts=counts, single_label=True, source=str(csv_path),
     )  # fmt: skip
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -171,7 +206,7 @@ def load_sign_mnist(
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(
-        lambda x, y: (x, tf.one_hot(y, len(NAMES), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, y: (x, tf.one_hot(y, len(classes), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE
     )
     if training:
         ds = augment_dataset(ds, augment, seed)

@@ -26,12 +26,14 @@ class DataSource:
         splits: splits that have samples, in the order train, val, test.
         csv_files: for Sign-MNIST, per split: (CSV path, validation_fraction, subset) as passed to
             :func:`yolol_tf.data.load_sign_mnist`.
+        csv_classes: for Sign-MNIST, the label values that are classes (those in the data).
     """
 
     info: DatasetInfo
     store: Path | None
     splits: list[str]
     csv_files: dict[str, tuple[Path, float | None, str | None]] = field(default_factory=dict)
+    csv_classes: tuple[int, ...] = ()
 
     def dataset(
         self,
@@ -67,12 +69,15 @@ class DataSource:
         from yolol_tf.data.sign_mnist import load_sign_mnist
 
         path, fraction, subset = self.csv_files[split]
-        ds, _ = load_sign_mnist(path, batch_size, validation_fraction=fraction, subset=subset, **options)
+        ds, _ = load_sign_mnist(
+            path, batch_size, validation_fraction=fraction, subset=subset, classes=list(self.csv_classes),
+            **options,
+        )  # fmt: skip
         return ds
 
 
 def _sign_mnist_source(train_csv: Path, val_csv: Path | None) -> DataSource:
-    from yolol_tf.data.sign_mnist import NAMES, SIDE, read_sign_mnist, split_indices
+    from yolol_tf.data.sign_mnist import NAMES, SIDE, present_classes, read_sign_mnist, split_indices
 
     fraction = 0.1
     train_idx, val_idx = split_indices(len(read_sign_mnist(train_csv)[1]), fraction)
@@ -84,11 +89,15 @@ def _sign_mnist_source(train_csv: Path, val_csv: Path | None) -> DataSource:
     if val_csv is not None:  # the separate file is held back for the final report only
         counts["test"] = len(read_sign_mnist(val_csv)[1])
         csv_files["test"] = (val_csv, None, "test")
+    # The classes are the labels that occur; the held-back file may not bring a class training never saw.
+    classes = present_classes(train_csv)
     info = DatasetInfo(
-        names=list(NAMES), num_classes=len(NAMES), image_shape=(SIDE, SIDE, 1), counts=counts,
-        single_label=True, source=str(train_csv),
+        names=[NAMES[c] for c in classes], num_classes=len(classes), image_shape=(SIDE, SIDE, 1),
+        counts=counts, single_label=True, source=str(train_csv),
     )  # fmt: skip
-    return DataSource(info=info, store=None, splits=list(counts), csv_files=csv_files)
+    return DataSource(
+        info=info, store=None, splits=list(counts), csv_files=csv_files, csv_classes=tuple(classes)
+    )
 
 
 def _store_source(store: Path) -> DataSource:
