@@ -321,3 +321,18 @@ def test_a_second_training_into_a_run_folder_in_use_is_refused(store: Path, tmp_
     with exclusive(out, what="training run"), pytest.raises(UserError, match="training run"):
         train(tiny_config(store, out))
     assert not out.exists(), "the refused run wrote into the folder"
+
+
+def test_config_yaml_records_absolute_data_paths_so_export_works_from_another_folder(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from yolol_tf.inference.export import export
+    from yolol_tf.training import train
+
+    monkeypatch.chdir(store.parent)
+    run = train(tiny_config(store.name, tmp_path / "run"), verbose=0)  # data given relative to the cwd
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(store.absolute())
+    monkeypatch.chdir(tmp_path)
+    assert export(run, "tflite", verbose=False).path.is_file()

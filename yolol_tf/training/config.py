@@ -181,5 +181,17 @@ def activation_of(loss: str) -> str:
 
 
 def for_data(config: TrainConfig, info: Any) -> TrainConfig:
-    """The config as the opened data makes it: its real size, and the loss single-label data needs."""
-    return dataclasses.replace(config, size=int(info.image_shape[0]), loss=effective_loss(config, info))
+    """The config as the opened data makes it, as config.yaml records it: the data's real size, the loss
+    single-label data needs, and absolute data paths (so evaluate and export find the data from any
+    folder)."""
+
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).expanduser().absolute())
+
+    return dataclasses.replace(
+        config,
+        data=absolute(config.data),
+        val=absolute(config.val),
+        size=int(info.image_shape[0]),
+        loss=effective_loss(config, info),
+    )
