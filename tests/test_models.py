@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers_models import losses_over_steps, random_batch
+from tests.helpers_models import losses_over_steps, random_batch, run_fresh
 from yolol_tf.errors import UserError
 
 keras = pytest.importorskip("keras")
@@ -25,6 +25,28 @@ SMALL = {
 def test_registry_lists_every_model():
     assert tuple(MODELS) == MODEL_NAMES == ("dense", "cnn", "resnet50")
     assert model_options("resnet50")["norm"] == "ours"
+
+
+@pytest.mark.parametrize(
+    "imports", ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"]
+)
+def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path):
+    model = build_model("cnn", (32, 32, 3), 2, width=4, depths=(1,))
+    images, _ = random_batch((32, 32, 3), 2)
+    path = tmp_path / "cnn.keras"
+    model.save(path)
+    expected = model(images, training=False).numpy()
+    np.save(tmp_path / "images.npy", images)
+    # In a fresh process: our layer is registered however Keras arrives, without loading it eagerly.
+    code = (
+        f"{imports}; import sys, numpy as np; "
+        f"m = sys.modules['keras'].models.load_model({str(path)!r}); "
+        f"print(type(m.get_layer('stem_bn')).__module__, "
+        f"np.abs(m(np.load({str(tmp_path / 'images.npy')!r}), training=False).numpy()).sum())"
+    )
+    module, total = run_fresh(code).split()
+    assert module == "yolol_tf.models.layers"
+    assert float(total) == pytest.approx(float(np.abs(expected).sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
