@@ -190,6 +190,17 @@ def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() 
     assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (16, 32, 64)
 
 
+def test_tune_config_is_data_settings_and_the_search_module_exports_its_entry_points() -> None:
+    from yolol_tf.data.settings import DataSettings
+    from yolol_tf.tuning import TuneConfig as exported
+    from yolol_tf.tuning.search import TuneConfig, child_main, tune
+
+    assert exported is TuneConfig and isinstance(TuneConfig(), DataSettings) and TuneConfig().size is None
+    assert callable(child_main) and callable(tune)
+    with pytest.raises(UserError, match="--size must be an integer in 8..1024. Received: size=4"):
+        tune(TuneConfig(size=4))
+
+
 def test_help_shows_every_search_space() -> None:
     from typer.testing import CliRunner
 

@@ -81,7 +81,10 @@ def tune_command(
         "Default: the embedded demo dataset."
     ),  # fmt: skip
     val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
-    size: int = typer.Option(64, "--size", help="Crop side in pixels."),
+    size: int | None = typer.Option(
+        None, "--size", help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own "
+        "size; a different size given here is an error."
+    ),  # fmt: skip
     tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
     max_trials: int = typer.Option(10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."),
     epochs: int = typer.Option(3, "--epochs", help="Epochs per trial (hyperband: the most a trial gets)."),
