@@ -42,7 +42,7 @@ def plain_fit(config, source) -> float:
     import keras
 
     from yolol_tf.models import build_model
-    from yolol_tf.training import compile_model
+    from yolol_tf.training import compile_model, steps_per_epoch
     from yolol_tf.training.callbacks import MAPCallback
 
     keras.backend.clear_session()
@@ -53,7 +53,7 @@ def plain_fit(config, source) -> float:
     compile_model(model, config, info, jit_compile=False)
     train = source.dataset("train", config.batch_size, training=True, augment=config.augment, repeat=True)
     val = source.dataset("val", config.batch_size)
-    steps = max(1, -(-info.counts["train"] // config.batch_size))
+    steps = steps_per_epoch(config, info)
     model.fit(train, epochs=config.epochs, steps_per_epoch=steps, callbacks=[MAPCallback(val, "softmax")],
               verbose=0, shuffle=False)
     return time.perf_counter() - start

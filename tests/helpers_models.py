@@ -1,8 +1,15 @@
-"""Helpers for the model tests: a fixed random batch and a few training steps."""
+"""Helpers for the model tests: a fixed random batch, a few training steps, and Python in a fresh process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_batch(shape: tuple[int, ...], num_classes: int, batch: int = 4, seed: int = 0):
@@ -26,3 +33,14 @@ def losses_over_steps(model, images, labels, steps: int = 4, learning_rate: floa
         run_eagerly=True,
     )
     return [float(np.asarray(model.train_on_batch(images, labels))) for _ in range(steps)]
+
+
+def run_fresh(code: str) -> str:
+    """Runs ``code`` in a new Python process (nothing imported yet) from the repository; returns its last
+    line of output, and fails the test with its error output if it fails."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return (done.stdout.strip().splitlines() or [""])[-1]

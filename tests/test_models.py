@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers_models import losses_over_steps, random_batch
+from tests.helpers_models import losses_over_steps, random_batch, run_fresh
 from yolol_tf.errors import UserError
 
 keras = pytest.importorskip("keras")
 
-from yolol_tf.models import MODEL_NAMES, MODELS, build_model, model_options  # noqa: E402
+from yolol_tf.models import MODEL_NAMES, MODELS, SPECS, build_model, get_spec, model_options  # noqa: E402
 from yolol_tf.models.layers import BatchNormalization  # noqa: E402
 from yolol_tf.models.resnet50 import backbone_layers  # noqa: E402
 
@@ -23,8 +23,63 @@ SMALL = {
 
 
 def test_registry_lists_every_model():
-    assert tuple(MODELS) == MODEL_NAMES == ("dense", "cnn", "resnet50")
+    assert tuple(MODELS) == tuple(SPECS) == MODEL_NAMES == ("dense", "cnn", "resnet50")
     assert model_options("resnet50")["norm"] == "ours"
+    for name in MODEL_NAMES:
+        spec = get_spec(name)
+        # One module per model, named as on the command line, holding its builder and its entry.
+        assert spec.name == name and spec.build.__module__ == f"yolol_tf.models.{name}"
+        assert MODELS[name] is spec.build and spec.summary
+    with pytest.raises(UserError, match="Unknown model 'vgg'. Choose one of: dense, cnn, resnet50"):
+        get_spec("vgg")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_searched_values_become_options_the_builder_takes(name):
+    spec = get_spec(name)
+    low, high = spec.learning_rates
+    assert 0 < low < high and spec.batch_sizes and all(b >= 1 for b in spec.batch_sizes)
+    # The smallest and the largest value of every parameter (its first and last choice).
+    for end in (0, -1):
+        values = {p.name: p.values[end] if p.values else (p.low, p.high)[end] for p in spec.space}
+        options = spec.options(values)
+        assert options and set(options) <= set(model_options(name)), options
+    assert set(spec.options({})) <= set(model_options(name))
+
+
+def test_registry_cli_help_and_import_load_no_keras():
+    # `yolol-tf --help` and `yolol-tf tune --help` read every spec; none of it may wait for TensorFlow.
+    code = (
+        "import sys, yolol_tf, yolol_tf.cli; from yolol_tf.cli.tune import _help; "
+        "from yolol_tf.models import MODEL_NAMES, get_spec, model_options; "
+        "from yolol_tf.tuning.space import model_space, train_values; "
+        "text = _help(); [model_options(n) for n in MODEL_NAMES]; "
+        "[train_values(n, {p.name: p.values[0] if p.values else p.low for p in model_space(n)}) for n in MODEL_NAMES]; "
+        "print(sorted(m for m in ('keras', 'tensorflow', 'keras_tuner') if m in sys.modules), len(text))"
+    )
+    assert run_fresh(code).startswith("[] ")
+
+
+@pytest.mark.parametrize(
+    "imports", ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"]
+)
+def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path):
+    model = build_model("cnn", (32, 32, 3), 2, width=4, depths=(1,))
+    images, _ = random_batch((32, 32, 3), 2)
+    path = tmp_path / "cnn.keras"
+    model.save(path)
+    expected = model(images, training=False).numpy()
+    np.save(tmp_path / "images.npy", images)
+    # In a fresh process: our layer is registered however Keras arrives, without loading it eagerly.
+    code = (
+        f"{imports}; import sys, numpy as np; "
+        f"m = sys.modules['keras'].models.load_model({str(path)!r}); "
+        f"print(type(m.get_layer('stem_bn')).__module__, "
+        f"np.abs(m(np.load({str(tmp_path / 'images.npy')!r}), training=False).numpy()).sum())"
+    )
+    module, total = run_fresh(code).split()
+    assert module == "yolol_tf.models.layers"
+    assert float(total) == pytest.approx(float(np.abs(expected).sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

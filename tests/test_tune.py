@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers_tune import TinySource, tiny_config
 from yolol_tf.errors import UserError
-from yolol_tf.tuning.space import load_space, space_table, train_values
+from yolol_tf.tuning.space import COMMON, load_space, model_space, space_table, train_values
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,6 +161,44 @@ def test_sampled_values_become_train_settings() -> None:
     assert settings["model_options"] == {"dropout": 0.1, "widths": [256, 128, 64], "batch_norm": True}
     assert settings["loss"] == "asl" and settings["asl_gamma_neg"] == 4.0 and "focal_gamma" not in settings
     assert "tuner/epochs" not in settings and settings["batch_size"] == 64
+
+
+def test_sampled_values_become_each_models_options() -> None:
+    cnn = train_values("cnn", {"width": 16, "depths": "2-3-3", "dropout": 0.30000000000000004, "loss": "bce"})
+    assert cnn["model_options"] == {"dropout": 0.3, "width": 16, "depths": [2, 3, 3]} and cnn["loss"] == "bce"
+    resnet = train_values("resnet50", {"small_input": 1, "batch_size": 16.0, "augment": 0})
+    assert resnet["model_options"] == {"small_input": True} and resnet["batch_size"] == 16
+    assert train_values("dense", {})["model_options"] == {"widths": [2048, 1024, 512, 256, 128]}
+
+
+def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() -> None:
+    from yolol_tf.models import get_spec
+
+    common = ["loss", "focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "augment"]
+    own = {"dense": ["width_scale", "depth", "dropout", "batch_norm"], "cnn": ["width", "depths", "dropout"],
+           "resnet50": ["dropout", "small_input"]}
+    for model, names in own.items():
+        # The columns of trials.csv, in this order.
+        assert [p.name for p in model_space(model)] == ["learning_rate", *names, *common, "batch_size"]
+        assert model_space(model)[1:-1] == (*get_spec(model).space, *COMMON)
+    assert space_table("resnet50").splitlines()[:3] == [
+        "learning_rate  3e-05 .. 0.003 log  peak learning rate",
+        "dropout        0 .. 0.5 step 0.1   dropout before the logits",
+        "small_input    False | True        no stem downsampling",
+    ]
+    assert space_table("dense").splitlines()[1].split("  ")[-1] == "scales the widths 2048..128"
+    assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (16, 32, 64)
+
+
+def test_tune_config_is_data_settings_and_the_search_module_exports_its_entry_points() -> None:
+    from yolol_tf.data.settings import DataSettings
+    from yolol_tf.tuning import TuneConfig as exported
+    from yolol_tf.tuning.search import TuneConfig, child_main, tune
+
+    assert exported is TuneConfig and isinstance(TuneConfig(), DataSettings) and TuneConfig().size is None
+    assert callable(child_main) and callable(tune)
+    with pytest.raises(UserError, match="--size must be an integer in 8..1024. Received: size=4"):
+        tune(TuneConfig(size=4))
 
 
 def test_help_shows_every_search_space() -> None:

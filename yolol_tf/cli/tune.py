@@ -1,21 +1,22 @@
 """CLI command: tune (registered on the shared Typer app).
 
-A hyperparameter search over one model's space; the help text shows every space.
+A hyperparameter search over one model's space (MODEL: a name of ``yolol_tf.models.MODEL_NAMES``); the
+help text shows every space.
 
 Examples:
     One machine, 20 random trials of 3 epochs, then train the best in full::
 
-        yolol-tf tune cnn --data data.yaml --max-trials 20 --epochs 3 --out saved_models/tune-cnn --train-best
+        yolol-tf tune MODEL --data data.yaml --max-trials 20 --epochs 3 --out saved_models/tune-MODEL --train-best
 
     Continue it later with 40 trials (the 20 finished ones are not rerun)::
 
-        yolol-tf tune cnn --data data.yaml --max-trials 40 --epochs 3 --out saved_models/tune-cnn
+        yolol-tf tune MODEL --data data.yaml --max-trials 40 --epochs 3 --out saved_models/tune-MODEL
 
     A chief and two workers on machines that share /shared (the chief only hands out trials)::
 
-        chief$    yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --chief 0.0.0.0:8000
-        gpu1$     yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --worker chief-host:8000
-        gpu2$     yolol-tf tune cnn --data /shared/data.yaml --out /shared/tune-cnn --worker chief-host:8000
+        chief$    yolol-tf tune MODEL --data /shared/data.yaml --out /shared/tune-MODEL --chief 0.0.0.0:8000
+        gpu1$     yolol-tf tune MODEL --data /shared/data.yaml --out /shared/tune-MODEL --worker chief-host:8000
+        gpu2$     yolol-tf tune MODEL --data /shared/data.yaml --out /shared/tune-MODEL --worker chief-host:8000
 """
 
 from __future__ import annotations
@@ -25,15 +26,11 @@ import enum
 import typer
 
 from yolol_tf.cli.app import app
-from yolol_tf.tuning.space import SPACES, space_table
+from yolol_tf.models import MODEL_NAMES, QUICK_MODEL
+from yolol_tf.tuning.space import space_table
 
-
-class Model(str, enum.Enum):
-    """Models with a search space."""
-
-    dense = "dense"
-    cnn = "cnn"
-    resnet50 = "resnet50"
+# Every model of the registry has a search space.
+Model = enum.Enum("Model", {name: name for name in MODEL_NAMES}, type=str)
 
 
 class Tuner(str, enum.Enum):
@@ -52,7 +49,7 @@ class Objective(str, enum.Enum):
 
 
 def _help() -> str:
-    spaces = "\n\n".join(f"{model}:\n\n```\n{space_table(model)}\n```" for model in SPACES)
+    spaces = "\n\n".join(f"{model}:\n\n```\n{space_table(model)}\n```" for model in MODEL_NAMES)
     return f"""Search hyperparameters of MODEL with keras-tuner; leave trials.csv, trials.png and best.yaml.
 
 Each trial trains with the same builders, compile and data pipeline as `yolol-tf train`, for --epochs
@@ -70,9 +67,9 @@ A --space YAML narrows or fixes any of them: `learning_rate: {{min: 1.0e-4, max:
 Several machines: start one process with `--chief HOST:PORT` (it serves trials, trains nothing) and
 any number with `--worker CHIEF_HOST:PORT`, all with the same model, space and --out on a shared folder.
 
-Example: yolol-tf tune cnn --max-trials 20 --epochs 3 --out saved_models/tune-cnn
+Example: yolol-tf tune {QUICK_MODEL} --max-trials 20 --epochs 3 --out saved_models/tune-{QUICK_MODEL}
 
-Example: yolol-tf tune cnn --out /shared/tune-cnn --worker chief-host:8000 --worker-id gpu1
+Example: yolol-tf tune {QUICK_MODEL} --out /shared/tune-{QUICK_MODEL} --worker chief-host:8000 --worker-id gpu1
 """
 
 
@@ -84,7 +81,10 @@ def tune_command(
         "Default: the embedded demo dataset."
     ),  # fmt: skip
     val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
-    size: int = typer.Option(64, "--size", help="Crop side in pixels."),
+    size: int | None = typer.Option(
+        None, "--size", help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own "
+        "size; a different size given here is an error."
+    ),  # fmt: skip
     tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
     max_trials: int = typer.Option(10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."),
     epochs: int = typer.Option(3, "--epochs", help="Epochs per trial (hyperband: the most a trial gets)."),

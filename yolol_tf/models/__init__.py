@@ -1,8 +1,17 @@
-"""Model builders, by the name the CLI and the experiment YAML use.
+"""The model registry: each model's builder, search space and options, by the name the CLI and YAML use.
 
-``MODELS`` maps a name to its builder; ``build_model(name, input_shape, num_classes, **options)`` checks the
-name and options and builds. Keras is imported on first use so that ``import yolol_tf.models`` (and the CLI's
-``--help``) stays fast.
+A model is one module of this package named as in :data:`MODEL_NAMES`, holding its builder and a
+``SPEC = ModelSpec(...)`` (:mod:`yolol_tf.models.spec`): the CLI, the trainer, the tuner and ``--help`` all
+read it. Adding a model = a new module, its name in :data:`MODEL_NAMES`, and its test.
+
+    SPECS[name], get_spec(name)                      the registry entries
+    MODELS[name]                                     the builders
+    build_model(name, input_shape, num_classes, **options) -> keras.Model (uncompiled)
+    model_options(name) -> {option: default}
+    load_model(path) -> keras.Model
+
+Model modules import Keras inside their builders, so ``import yolol_tf.models``, the registry and the CLI's
+``--help`` load no TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,38 +19,32 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from yolol_tf.errors import UserError
+from yolol_tf.models.spec import ModelSpec
 
 MODEL_NAMES = ("dense", "cnn", "resnet50")
-DEFAULT_MODEL = "resnet50"  # what a TrainConfig trains when it names no model
-_MODULES = {
-    "dense": "yolol_tf.models.dense",
-    "cnn": "yolol_tf.models.cnn",
-    "resnet50": "yolol_tf.models.resnet50",
-}
+# The model a search tunes when none is named: small, and quick to train.
+QUICK_MODEL = "cnn"
+# The model a training run builds when its config names none (`yolol-tf train` always names one).
+DEFAULT_MODEL = "resnet50"
+
+SPECS: dict[str, ModelSpec] = {name: importlib.import_module(f"{__name__}.{name}").SPEC for name in MODEL_NAMES}
+MODELS = {name: spec.build for name, spec in SPECS.items()}
 
 
-def _builder(name: str) -> Callable[..., Any]:
-    return getattr(importlib.import_module(_MODULES[name]), f"build_{name}")
-
-
-def __getattr__(attribute: str) -> Any:
-    # PEP 562: MODELS is built (importing Keras) the first time someone asks for it.
-    if attribute == "MODELS":
-        models = {name: _builder(name) for name in MODEL_NAMES}
-        globals()["MODELS"] = models
-        return models
-    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry of the model called ``name``, or a UserError listing the models."""
+    if name not in SPECS:
+        raise UserError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}")
+    return SPECS[name]
 
 
 def model_options(name: str) -> dict[str, Any]:
     """Returns a model's options and their defaults (the builder's keyword-only arguments except ``name``)."""
-    if name not in MODEL_NAMES:
-        raise UserError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}")
-    parameters = inspect.signature(_builder(name)).parameters.values()
+    parameters = inspect.signature(get_spec(name).build).parameters.values()
     return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "name"}
 
 
@@ -49,7 +52,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **optio
     """Builds the named model, uncompiled, taking raw pixels 0..255 and returning one logit per class.
 
     Args:
-        name: one of ``MODEL_NAMES`` ("dense", "cnn", "resnet50").
+        name: a name of ``MODEL_NAMES``.
         input_shape: image shape ``(height, width, channels)``.
         num_classes: number of logits.
         **options: the builder's options (see ``model_options(name)``); lists from YAML become tuples.
@@ -67,14 +70,15 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **optio
     if int(num_classes) < 1:
         raise UserError(f"num_classes must be >= 1. Received: num_classes={num_classes}")
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    return _builder(name)(tuple(int(d) for d in input_shape), int(num_classes), **options)
+    return get_spec(name).build(tuple(int(d) for d in input_shape), int(num_classes), **options)
 
 
 def load_model(path: str | os.PathLike):
     """Loads a ``.keras`` model saved by this package, uncompiled, in any process.
 
-    Our custom layers register themselves when their module is imported, so a fresh process must import
-    them before Keras deserialises the file; every command that loads a model goes through here.
+    Our custom layers register themselves with Keras when their module is imported (``import yolol_tf``
+    arranges that, see :mod:`yolol_tf`); this imports them in any case, and turns a file Keras cannot read
+    into a one-line error. Every command that loads a model goes through here.
 
     Args:
         path: the ``.keras`` file.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import keras
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from yolol_tf.errors import UserError
-from yolol_tf.models.layers import BatchNormalization
+from yolol_tf.models.spec import ModelSpec, Param, dropout_option, dropout_param
 
-Norm = Callable[[str], keras.layers.Layer]
+if TYPE_CHECKING:
+    import keras
+
+    Norm = Callable[[str], keras.layers.Layer]
 
 
 def apply_basic_block(x, filters: int, stride: int, name: str, norm: Norm):
@@ -25,6 +27,8 @@ def apply_basic_block(x, filters: int, stride: int, name: str, norm: Norm):
     Returns:
         The block's output tensor.
     """
+    import keras
+
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(
@@ -77,6 +81,9 @@ def build_cnn(
         raise UserError(f"cnn: dropout must be in [0, 1). Received: dropout={dropout}")
     if stem_stride not in (1, 2):
         raise UserError(f"cnn: stem_stride must be 1 or 2. Received: stem_stride={stem_stride}")
+    import keras
+
+    from yolol_tf.models.layers import BatchNormalization
 
     def norm(layer_name: str) -> keras.layers.Layer:
         # Momentum 0.9 rather than 0.99: with a few dozen steps per epoch on small datasets, the moving
@@ -100,3 +107,29 @@ def build_cnn(
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def search_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Builder options of sampled values: ``depths`` is searched as text, "2-2-2"."""
+    options = dropout_option(values)
+    if "width" in values:
+        options["width"] = int(values["width"])
+    if "depths" in values:
+        options["depths"] = [int(d) for d in str(values["depths"]).split("-")]
+    return options
+
+
+SPEC = ModelSpec(
+    name="cnn",
+    build=build_cnn,
+    space=(
+        Param("width", "choice", values=(16, 32, 64), limits=(1, 1024), help="first stage's filters"),
+        Param("depths", "choice", values=("1-1-1", "2-2-2", "2-3-3"), pattern=r"[1-9]\d*(-[1-9]\d*)*",
+              help="residual blocks per stage"),
+        dropout_param(),
+    ),  # fmt: skip
+    options=search_options,
+    learning_rates=(1e-4, 1e-2),
+    batch_sizes=(32, 64, 128),
+    summary="a residual CNN: conv stem, stages of residual blocks, global pooling, dropout",
+)

@@ -110,41 +110,38 @@ class BatchNormalization(keras.layers.Layer):
         )
         shape = (channels,)
         if self.scale:
-            self.gamma = self.add_weight(
-                shape=shape,
-                name="gamma",
-                initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer,
-                constraint=self.gamma_constraint,
-                autocast=False,
+            self.gamma = self._add_vector(
+                "gamma", shape, self.gamma_initializer, self.gamma_regularizer, self.gamma_constraint
             )
         if self.center:
-            self.beta = self.add_weight(
-                shape=shape,
-                name="beta",
-                initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer,
-                constraint=self.beta_constraint,
-                autocast=False,
+            self.beta = self._add_vector(
+                "beta", shape, self.beta_initializer, self.beta_regularizer, self.beta_constraint
             )
         # "mean" aggregation lets replicas assign the moving statistics inside a replica context.
-        self.moving_mean = self.add_weight(
-            shape=shape,
-            name="moving_mean",
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        self.moving_mean = self._add_vector(
+            "moving_mean", shape, self.moving_mean_initializer, trainable=False, aggregation="mean"
         )
-        self.moving_variance = self.add_weight(
-            shape=shape,
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        self.moving_variance = self._add_vector(
+            "moving_variance", shape, self.moving_variance_initializer, trainable=False, aggregation="mean"
         )
         self.input_spec = keras.layers.InputSpec(ndim=ndim, axes={self._channel_axis: channels})
+
+    def _add_vector(
+        self,
+        name: str,
+        shape: tuple,
+        initializer: Any,
+        regularizer: Any = None,
+        constraint: Any = None,
+        *,
+        trainable: bool = True,
+        aggregation: str = "none",
+    ) -> Any:
+        """A per-channel float32 variable, never cast to the compute dtype under mixed precision."""
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, regularizer=regularizer, constraint=constraint,
+            trainable=trainable, autocast=False, aggregation=aggregation,
+        )  # fmt: skip
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if training and self.trainable and self._can_fuse(inputs):

@@ -12,17 +12,20 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from yolol_tf.errors import UserError
-from yolol_tf.models.layers import BatchNormalization
+from yolol_tf.models.spec import ModelSpec, dropout_option, dropout_param, flag_options, flag_param
 
-Norm = Callable[[str], keras.layers.Layer]
+if TYPE_CHECKING:
+    import keras
 
-NORMS = {"ours": BatchNormalization, "keras": keras.layers.BatchNormalization}
+    Norm = Callable[[str], keras.layers.Layer]
+
+# "ours": yolol_tf's BatchNormalization; "keras": keras.layers.BatchNormalization (see norm_class).
+NORMS = ("ours", "keras")
 # (filters of the bottleneck, blocks) of stages 2..5, table 1 of the paper.
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
 # The backbone is every layer before the pooled features; the head is what follows it.
@@ -43,6 +46,8 @@ def apply_bottleneck(x, filters: int, stride: int, name: str, norm: Norm, projec
     Returns:
         The block's output tensor.
     """
+    import keras
+
     shortcut = x
     if projection:
         shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
@@ -70,6 +75,8 @@ def apply_stem(x, norm: Norm, small_input: bool):
     Returns:
         The stem's output tensor.
     """
+    import keras
+
     stride = 1 if small_input else 2
     x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
     x = keras.layers.Conv2D(64, 7, strides=stride, name="stem_conv")(x)
@@ -120,7 +127,9 @@ def build_resnet50(
         )
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"resnet50: dropout must be in [0, 1). Received: dropout={dropout}")
-    make_norm = functools.partial(NORMS[norm], epsilon=1.001e-5, synchronized=bool(synchronized_bn))
+    import keras
+
+    make_norm = functools.partial(norm_class(norm), epsilon=1.001e-5, synchronized=bool(synchronized_bn))
 
     def norm_layer(layer_name: str) -> keras.layers.Layer:
         return make_norm(name=layer_name)
@@ -145,6 +154,15 @@ def build_resnet50(
         for layer in backbone_layers(model):
             layer.trainable = False
     return model
+
+
+def norm_class(norm: str) -> type:
+    """The normalisation layer class that a ``norm`` option (one of :data:`NORMS`) names."""
+    import keras
+
+    from yolol_tf.models.layers import BatchNormalization
+
+    return {"ours": BatchNormalization, "keras": keras.layers.BatchNormalization}[norm]
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -218,3 +236,19 @@ def _assign(model: keras.Model, stored, keys: dict[str, str]) -> int:
             variable.assign(value)
         loaded += 1
     return loaded
+
+
+def search_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Builder options of sampled values."""
+    return {**dropout_option(values), **flag_options(values, "small_input")}
+
+
+SPEC = ModelSpec(
+    name="resnet50",
+    build=build_resnet50,
+    space=(dropout_param(), flag_param("small_input", "no stem downsampling")),
+    options=search_options,
+    learning_rates=(3e-5, 3e-3),
+    batch_sizes=(16, 32, 64),
+    summary="ResNet-50 from bottleneck blocks (3-4-6-3 stages) with our BatchNormalization",
+)

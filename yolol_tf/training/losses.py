@@ -13,8 +13,7 @@ import numpy as np
 from keras import ops
 
 from yolol_tf.errors import UserError
-
-LOSSES = ("bce", "weighted_bce", "focal", "asl", "cce")
+from yolol_tf.training.config import LOSSES
 
 # A class seen once in 10,000 crops would otherwise get a weight of 10,000 and dominate every batch.
 MAX_POS_WEIGHT = 100.0

@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 
 from yolol_tf import config as config_lib
-from yolol_tf.tuning.space import Param, train_values
+from yolol_tf.models.spec import Param
+from yolol_tf.tuning.config import data_values
+from yolol_tf.tuning.space import train_values
 
 # trials.csv column order after the hyperparameters; "epochs" is the number of epochs the trial ran.
 FIGURES = ("score", "epochs", "seconds", "peak_memory_mb", "memory_start_mb", "memory_end_mb", "gpu_peak_memory_mb")
@@ -111,8 +113,7 @@ def best_config(oracle: Any, config: Any) -> tuple[dict[str, Any], Any] | None:
         return None
     trial = max(completed, key=lambda t: -math.inf if math.isnan(t.score) else t.score)
     values = train_values(config.model, trial.hyperparameters.values)
-    data = {k: getattr(config, k) for k in ("data", "val") if getattr(config, k) is not None}
-    return {**values, **data, "size": config.size, "monitor": config.objective}, trial
+    return {**values, **data_values(config), "monitor": config.objective}, trial
 
 
 def write_results(oracle: Any, out: Path, config: Any, space: tuple[Param, ...]) -> dict[str, Any] | None:

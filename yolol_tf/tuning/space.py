@@ -1,9 +1,12 @@
 """Search spaces for ``yolol-tf tune``: what each model's hyperparameters may be, and how a YAML narrows them.
 
 Pure Python (no TensorFlow, no keras-tuner) so that ``yolol-tf tune --help`` can print the tables at once.
-:mod:`yolol_tf.tuning.search` declares these parameters on a ``keras_tuner.HyperParameters`` and turns the sampled
-values into ``TrainConfig`` settings with :func:`train_values`; the search only samples, the model comes
-from the same ``build_model`` and ``compile_model`` that ``yolol-tf train`` uses.
+A model's space is, in this order: its learning rate, its own parameters and options
+(``ModelSpec.space`` in the model's module, see :mod:`yolol_tf.models`), the training-level parameters
+every model shares (:data:`COMMON`), and its batch size. :mod:`yolol_tf.tuning.search` declares these on a
+``keras_tuner.HyperParameters`` and turns the sampled values into ``TrainConfig`` settings with
+:func:`train_values`; the search only samples, the model comes from the same ``build_model`` and
+``compile_model`` that ``yolol-tf train`` uses.
 
 A space file (``--space FILE``) maps parameter names to one of::
 
@@ -18,66 +21,19 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from yolol_tf.config import read_yaml
 from yolol_tf.errors import UserError
+from yolol_tf.models import get_spec
+from yolol_tf.models.spec import Param
+from yolol_tf.training.config import LOSSES
 
-# The dense builder's default widths (models contract); `width_scale` and `depth` derive from them.
-DENSE_WIDTHS = (2048, 1024, 512, 256, 128)
-LOSSES = ("bce", "weighted_bce", "focal", "asl", "cce")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter of a search space.
-
-    Args:
-        name: the name in trials.csv and in space files.
-        kind: "float", "int" or "choice" (a list of values), or "fixed".
-        low: smallest value of a float or int range.
-        high: largest value of a float or int range.
-        log: sample a range on a log scale.
-        step: grid step of a range (None: continuous).
-        values: the choices of a "choice", or the one value of a "fixed".
-        allowed: the only values a space file may choose (None: any number within ``limits``).
-        limits: hard bounds a space file's numbers must stay within.
-        pattern: for text values without ``allowed``: a regular expression they must match.
-        when: (parent name, parent values): active only when the parent takes one of those values.
-        help: what the parameter does, for the tables.
-    """
-
-    name: str
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    values: tuple = ()
-    allowed: tuple | None = None
-    limits: tuple[float, float] | None = None
-    pattern: str | None = None
-    when: tuple[str, tuple] | None = None
-    help: str = ""
-
-    def describe(self) -> str:
-        """The range or choices in a few characters, as shown in the tables."""
-        if self.kind == "fixed":
-            return f"= {self.values[0]}"
-        if self.kind == "choice":
-            return " | ".join(str(v) for v in self.values)
-        step = f" step {self.step:g}" if self.step else ""
-        return f"{self.low:g} .. {self.high:g}{' log' if self.log else ''}{step}"
+__all__ = ["COMMON", "LOSSES", "Param", "load_space", "model_space", "space_table", "space_to_dict", "train_values"]
 
 
-def _lr(low: float, high: float) -> Param:
-    return Param("learning_rate", "float", low, high, log=True, limits=(1e-8, 1.0), help="peak learning rate")
-
-
-_BATCH = (1, 65536)
-_DROPOUT = dict(kind="float", step=0.1, limits=(0.0, 0.9), help="dropout before the logits")
-_COMMON = (
+# Training-level parameters, the same for every model; between a model's own parameters and its batch size.
+COMMON = (
     Param("loss", "choice", values=("bce", "focal", "asl"), allowed=LOSSES, help="training loss"),
     Param("focal_gamma", "float", 0.5, 4.0, step=0.5, limits=(0.0, 10.0), when=("loss", ("focal",)),
           help="focal loss focusing (loss=focal)"),
@@ -86,42 +42,24 @@ _COMMON = (
     Param("asl_gamma_pos", "float", 0.0, 1.0, step=0.5, limits=(0.0, 10.0), when=("loss", ("asl",)),
           help="ASL positive focusing (loss=asl)"),
     Param("augment", "float", 0.0, 1.0, step=0.25, limits=(0.0, 1.0), help="augmentation strength"),
-)
+)  # fmt: skip
 
-SPACES: dict[str, tuple[Param, ...]] = {
-    "dense": (
-        _lr(1e-4, 1e-2),
-        Param("width_scale", "choice", values=(0.125, 0.25, 0.5, 1.0), limits=(0.01, 8.0),
-              help="scales the widths 2048..128"),
-        Param("depth", "int", 2, 5, limits=(1, 5), help="hidden layers (the narrowest)"),
-        Param("dropout", low=0.0, high=0.5, **_DROPOUT),
-        Param("batch_norm", "choice", values=(False, True), allowed=(False, True), help="batch norm after each layer"),
-        *_COMMON,
-        Param("batch_size", "choice", values=(32, 64, 128), limits=_BATCH, help="batch size"),
-    ),
-    "cnn": (
-        _lr(1e-4, 1e-2),
-        Param("width", "choice", values=(16, 32, 64), limits=(1, 1024), help="first stage's filters"),
-        Param("depths", "choice", values=("1-1-1", "2-2-2", "2-3-3"), pattern=r"[1-9]\d*(-[1-9]\d*)*",
-              help="residual blocks per stage"),
-        Param("dropout", low=0.0, high=0.5, **_DROPOUT),
-        *_COMMON,
-        Param("batch_size", "choice", values=(32, 64, 128), limits=_BATCH, help="batch size"),
-    ),
-    "resnet50": (
-        _lr(3e-5, 3e-3),
-        Param("dropout", low=0.0, high=0.5, **_DROPOUT),
-        Param("small_input", "choice", values=(False, True), allowed=(False, True),
-              help="no stem downsampling"),
-        *_COMMON,
-        Param("batch_size", "choice", values=(16, 32, 64), limits=_BATCH, help="batch size"),
-    ),
-}
+
+def model_space(model: str) -> tuple[Param, ...]:
+    """The full search space of ``model`` (a name of ``yolol_tf.models.MODEL_NAMES``), before any narrowing."""
+    spec = get_spec(model)
+    low, high = spec.learning_rates
+    return (
+        Param("learning_rate", "float", low, high, log=True, limits=(1e-8, 1.0), help="peak learning rate"),
+        *spec.space,
+        *COMMON,
+        Param("batch_size", "choice", values=tuple(spec.batch_sizes), limits=(1, 65536), help="batch size"),
+    )
 
 
 def space_table(model: str, space: tuple[Param, ...] | None = None) -> str:
     """A plain-text table of a model's search space (for ``--help`` and the module docs)."""
-    params = SPACES[model] if space is None else space
+    params = model_space(model) if space is None else space
     rows = [(p.name, p.describe(), p.help) for p in params]
     width = max(len(r[0]) for r in rows)
     span = max(len(r[1]) for r in rows)
@@ -198,14 +136,12 @@ def load_space(model: str, path: str | os.PathLike | None = None, *, fixed: dict
     """The search space of ``model``, narrowed by a space file and by fixed values (CLI flags).
 
     Args:
-        model: "dense", "cnn" or "resnet50".
+        model: a name of ``yolol_tf.models.MODEL_NAMES``.
         path: a YAML space file (see the module docstring), or None.
         fixed: values that fix a parameter whatever the file says (``--batch-size``); None values are
             ignored.
     """
-    if model not in SPACES:
-        raise UserError(f"Unknown model {model!r}. Choose one of: {', '.join(SPACES)}")
-    params = {p.name: p for p in SPACES[model]}
+    params = {p.name: p for p in model_space(model)}
     specs: dict[str, Any] = {}
     if path is not None:
         specs.update(read_yaml(path))
@@ -241,26 +177,10 @@ def train_values(model: str, values: dict[str, Any]) -> dict[str, Any]:
         values: hyperparameter values by name; inactive conditional ones may be missing or None.
     """
     v = {k: x for k, x in values.items() if x is not None and not k.startswith("tuner/")}
-    options: dict[str, Any] = {}
-    if "dropout" in v:
-        options["dropout"] = round(float(v["dropout"]), 6)
-    if model == "dense":
-        depth = int(v.get("depth", len(DENSE_WIDTHS)))
-        scale = float(v.get("width_scale", 1.0))
-        options["widths"] = [max(4, int(round(w * scale))) for w in DENSE_WIDTHS[-depth:]]
-        if "batch_norm" in v:
-            options["batch_norm"] = bool(v["batch_norm"])
-    elif model == "cnn":
-        if "width" in v:
-            options["width"] = int(v["width"])
-        if "depths" in v:
-            options["depths"] = [int(d) for d in str(v["depths"]).split("-")]
-    elif model == "resnet50" and "small_input" in v:
-        options["small_input"] = bool(v["small_input"])
-    out: dict[str, Any] = {"model": model, "model_options": options}
-    for key in ("learning_rate", "loss", "focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "augment"):
+    out: dict[str, Any] = {"model": model, "model_options": get_spec(model).options(v)}
+    for key in ("learning_rate", *(p.name for p in COMMON)):
         if key in v:
-            out[key] = v[key] if key == "loss" else float(v[key])
+            out[key] = v[key] if isinstance(v[key], str) else float(v[key])
     if "batch_size" in v:
         out["batch_size"] = int(v["batch_size"])
     return out
