@@ -13,6 +13,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from yolol_tf.errors import UserError
 
@@ -83,10 +84,14 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
 
 
 def detect_device() -> Device:
-    """Finds the device TensorFlow will train on: the first GPU if any, else the CPU."""
+    """Finds the device TensorFlow will train on: the first visible GPU if any, else the CPU.
+
+    Visible, not merely present: a GPU hidden because it disagreed with the CPU (see
+    :func:`check_devices_before_training`) is still listed by ``tf.config.list_physical_devices``.
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = tf.config.get_visible_devices("GPU")
     if gpus:
         if sys.platform == "darwin":
             return Device("metal", f"Apple GPU (Metal), {len(gpus)} device(s)")
@@ -119,6 +124,20 @@ def choose(device: Device, mixed_precision: str = "auto", jit: bool | None = Non
     if jit and device.kind == "metal":
         raise UserError("--jit is not supported on Apple Metal (tensorflow-metal has no XLA); use --no-jit")
     return DeviceSetup(device, policy, bool(jit))
+
+
+def check_devices_before_training() -> Any:
+    """Compares each GPU with the CPU once per machine and hides the GPUs when they disagree.
+
+    Call it before TensorFlow's runtime starts (before the distribution strategy): see
+    :mod:`yolol_tf.doctor.gate`. Does nothing where there is no GPU.
+
+    Returns:
+        The :class:`yolol_tf.doctor.DeviceVerdict`.
+    """
+    from yolol_tf.doctor.gate import check_devices_before_training as check
+
+    return check()
 
 
 def setup(mixed_precision: str = "auto", jit: bool | None = None) -> DeviceSetup:

@@ -12,6 +12,7 @@ import sys
 
 # Registration order is the order of `yolol-tf --help`.
 from yolol_tf.cli import data as _data  # noqa: E402,F401
+from yolol_tf.cli import doctor as _doctor  # noqa: E402,F401
 from yolol_tf.cli import evaluate as _evaluate  # noqa: E402,F401
 from yolol_tf.cli import export as _export  # noqa: E402,F401
 from yolol_tf.cli import history as _history  # noqa: E402,F401

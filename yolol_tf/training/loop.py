@@ -60,6 +60,7 @@ def train(
     from yolol_tf.data import open_data
     from yolol_tf.training import distribute
 
+    device.check_devices_before_training()  # hides a GPU that disagrees with the CPU, before TF starts
     # The strategy comes first: a multi-worker strategy must configure TensorFlow before anything runs.
     strategy = distribute.make_strategy(config.strategy, workers, task_index)
     custom_loop, chief = distribute.needs_custom_loop(strategy), distribute.is_chief(strategy)
