@@ -190,6 +190,8 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
                 "epochs": config.epochs, **data_values(config), "space": space_to_dict(space)}
     if role != "worker":
         _check_same_search(out, settings, config.overwrite)
+    if role != "chief":
+        device.check_devices_before_training()  # hides a GPU that disagrees with the CPU, before TF starts
     previous_policy = keras.mixed_precision.global_policy().name
     finished = True
     with environment(env):

@@ -64,7 +64,7 @@ def make_strategy(
     if kind == "auto":
         if tf_config is not None and sum(len(v) for v in tf_config["cluster"].values()) > 1:
             kind = "multi-worker"
-        elif len(tf.config.list_physical_devices("GPU")) > 1:
+        elif len(tf.config.get_visible_devices("GPU")) > 1:  # GPUs the device check hid don't count
             kind = "mirrored"
         else:
             return tf.distribute.get_strategy()
