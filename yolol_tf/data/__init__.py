@@ -15,8 +15,9 @@ Names are resolved lazily (PEP 562), so ``import yolol_tf.data`` loads neither T
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from yolol_tf.lazy import lazy_attributes
 
 _EXPORTS = {
     "prepare": "yolol_tf.data.store",
@@ -61,13 +62,4 @@ if TYPE_CHECKING:
     from yolol_tf.data.store import prepare
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'yolol_tf.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)

@@ -35,33 +35,17 @@ class DataSource:
     csv_files: dict[str, tuple[Path, float | None, str | None]] = field(default_factory=dict)
     csv_classes: tuple[int, ...] = ()
 
-    def dataset(
-        self,
-        split: str,
-        batch_size: int = 32,
-        *,
-        training: bool = False,
-        augment: float = 0.0,
-        seed: int | None = None,
-        drop_remainder: bool = False,
-        repeat: bool = False,
-    ) -> Any:
-        """The split as a ``tf.data.Dataset`` of (uint8 images, float32 labels); see ``load``.
+    def dataset(self, split: str, batch_size: int = 32, **options: Any) -> Any:
+        """The split as a ``tf.data.Dataset`` of (uint8 images, float32 labels).
 
         Args:
             split: one of ``self.splits``.
             batch_size: samples per batch.
-            training: shuffle and augment.
-            augment: augmentation strength in [0, 1], used only when training.
-            seed: makes shuffling and augmentation repeatable.
-            drop_remainder: drop a last, smaller batch.
-            repeat: repeat forever.
+            **options: how to read it, as :func:`yolol_tf.data.load` takes them (``training``,
+                ``augment``, ``seed``, ``drop_remainder``, ``repeat``), for a store and a CSV alike.
         """
         if split not in self.splits:
             raise UserError(f"No {split!r} split in {self.info.source}. Splits: {', '.join(self.splits)}")
-        options = dict(
-            training=training, augment=augment, seed=seed, drop_remainder=drop_remainder, repeat=repeat
-        )
         if self.store is not None:
             from yolol_tf.data.pipeline import load
 

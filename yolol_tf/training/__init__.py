@@ -14,8 +14,9 @@ Names resolve lazily (PEP 562), so ``import yolol_tf.training`` loads no TensorF
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from yolol_tf.lazy import lazy_attributes
 
 _EXPORTS = {
     "TrainConfig": "yolol_tf.training.config",
@@ -44,7 +45,4 @@ if TYPE_CHECKING:
     from yolol_tf.training.loop import train
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
