@@ -289,7 +289,7 @@ def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["status"]) == ["COMPLETED"] and trials["width"][0] == 4
     assert (out / "best" / "best.keras").is_file() and (out / "best" / "metrics.json").is_file()
-    assert "best val_map" in capsys.readouterr().out
+    assert "best val_map" in capsys.readouterr().err
 
 
 @pytest.mark.large
@@ -302,3 +302,33 @@ def test_trials_per_process_runs_each_trial_in_a_fresh_process(tmp_path: Path) -
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert trials["pid"].nunique() == 2 and os.getpid() not in set(trials["pid"])
     assert (out / "best.yaml").is_file()
+
+
+def test_a_worker_with_no_chief_to_answer_gives_up_with_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from yolol_tf import cli
+    from yolol_tf.tuning import cluster
+
+    monkeypatch.setattr(cluster, "CHIEF_TIMEOUT", 2.0)  # keras-tuner alone would wait an hour
+    with socket.socket() as probe:  # a free port nothing listens on: the chief has finished and gone
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = cli.main(["tune", "cnn", "--out", str(tmp_path / "search"), "--worker", f"127.0.0.1:{port}"])
+    assert code == 1
+    assert f"no chief answers at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_addresses_are_parsed_by_one_rule_for_training_and_tuning() -> None:
+    from yolol_tf.addresses import parse_address
+    from yolol_tf.training.distribute import tf_config_for
+    from yolol_tf.tuning.cluster import role_of
+    from yolol_tf.tuning.config import TuneConfig
+
+    assert parse_address("[::1]:8000", "--chief") == ("::1", 8000)
+    assert parse_address("gpu-1.local:2222", "--workers") == ("gpu-1.local", 2222)
+    for bad in ("gpu1", "gpu1:0", "gpu1:70000", ":80", "a b:1"):
+        with pytest.raises(UserError, match=r"HOST:PORT with a port in 1..65535"):
+            role_of(TuneConfig(worker=bad))
+        with pytest.raises(UserError, match=r"HOST:PORT with a port in 1..65535"):
+            tf_config_for(f"a:1,{bad}", 0)

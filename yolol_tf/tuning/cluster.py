@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from yolol_tf.addresses import parse_address
 from yolol_tf.errors import UserError
 
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+# How long a worker waits for the chief to answer before it gives up. keras-tuner itself waits an hour
+# (its gRPC timeout), which is how long a worker started after the search finished would hang.
+CHIEF_TIMEOUT = 15.0
 
 
 def consecutive_failures(oracle: Any) -> int:
@@ -72,7 +77,7 @@ def serve(oracle: Any, host: str, port: int, max_failures: int, *, poll: float =
     if not bound:
         raise UserError(f"--chief {host}:{port}: cannot listen there (port in use, or not an address of this machine)")
     server.start()
-    print(f"Chief: serving trials on {host}:{port}", flush=True)
+    print(f"Chief: serving trials on {host}:{port}", file=sys.stderr, flush=True)
     idle_since = None
     try:
         while True:
@@ -91,12 +96,30 @@ def serve(oracle: Any, host: str, port: int, max_failures: int, *, poll: float =
         server.stop(grace=1.0)
 
 
-def parse_address(address: str, flag: str) -> tuple[str, int]:
-    """Splits "HOST:PORT", naming the flag when it is not one."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"{flag} must be HOST:PORT, e.g. 10.0.0.5:8000. Received: {flag} {address}")
-    return host.strip("[]"), int(port)
+def reach_chief(host: str, port: int, timeout: float | None = None) -> None:
+    """Returns once the chief at ``host:port`` accepts connections; a UserError after ``timeout`` seconds.
+
+    Args:
+        host: the chief's host.
+        port: its port.
+        timeout: seconds to wait; default :data:`CHIEF_TIMEOUT`.
+    """
+    import grpc
+
+    timeout = CHIEF_TIMEOUT if timeout is None else timeout
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise UserError(
+            f"--worker: no chief answers at {target} after {timeout:g} s. The search may have finished "
+            "(its results are in the shared --out folder: trials.csv, best.yaml), the chief may not be "
+            "started yet, or the address is wrong",
+            exit_code=1,
+        ) from None
+    finally:
+        channel.close()
 
 
 def role_of(config: Any) -> tuple[str, dict[str, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def write_results(oracle: Any, out: Path, config: Any, space: tuple[Param, ...])
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) or "no trials"
     if found is None:
-        print(f"Search in {out}: {summary}; no trial completed, so no best.yaml")
+        print(f"Search in {out}: {summary}; no trial completed, so no best.yaml", file=sys.stderr)
         return None
     best, trial = found
     header = (
@@ -142,5 +143,5 @@ def write_results(oracle: Any, out: Path, config: Any, space: tuple[Param, ...])
     )
     config_lib.atomic_write_text(out / "best.yaml", header + yaml.safe_dump(best, sort_keys=False))
     print(f"Search in {out}: {summary}; best {config.objective} {trial.score:.4f} (trial {trial.trial_id}); "
-          f"trials.csv, trials.png, best.yaml written")
+          f"trials.csv, trials.png, best.yaml written", file=sys.stderr)
     return best

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.training.config import steps_per_epoch
-from yolol_tf.tuning.cluster import consecutive_failures, environment, role_of, serve
+from yolol_tf.tuning.cluster import consecutive_failures, environment, reach_chief, role_of, serve
 from yolol_tf.tuning.config import TuneConfig, data_values, search_dir, validate
 from yolol_tf.tuning.processes import child_main, in_child, run_in_processes
 from yolol_tf.tuning.report import write_results
@@ -190,6 +191,8 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
                 "epochs": config.epochs, **data_values(config), "space": space_to_dict(space)}
     if role != "worker":
         _check_same_search(out, settings, config.overwrite)
+    if role == "worker":  # fail fast rather than wait an hour for a chief that is gone
+        reach_chief(env["KERASTUNER_ORACLE_IP"], int(env["KERASTUNER_ORACLE_PORT"]))
     if role != "chief":
         device.check_devices_before_training()  # hides a GPU that disagrees with the CPU, before TF starts
     previous_policy = keras.mixed_precision.global_policy().name
@@ -207,9 +210,11 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
             tuner = make_tuner(config, SearchHyperModel(config, space, source, jit), out,
                                overwrite=config.overwrite and role != "worker")
             if role == "worker":
-                print(f"Worker {env['KERASTUNER_TUNER_ID']}: asking {config.worker or 'the chief'} for trials", flush=True)
+                print(f"Worker {env['KERASTUNER_TUNER_ID']}: asking {config.worker or 'the chief'} for trials",
+                      file=sys.stderr, flush=True)
             else:
-                print(f"Search folder {out}: {tuner.remaining_trials} of {config.max_trials} trials to run", flush=True)
+                print(f"Search folder {out}: {tuner.remaining_trials} of {config.max_trials} trials to run",
+                      file=sys.stderr, flush=True)
             if role == "chief":
                 tuner.save()
                 serve(tuner.oracle, env["KERASTUNER_ORACLE_IP"], int(env["KERASTUNER_ORACLE_PORT"]), config.max_failures)
@@ -249,7 +254,7 @@ def train_best(out: Path, config: TuneConfig) -> Path:
 
     run_dir = out / "best"
     if (run_dir / runs.FINISHED_MARKER).is_file():
-        print(f"The best configuration is already trained in {run_dir}")
+        print(f"The best configuration is already trained in {run_dir}", file=sys.stderr)
         return run_dir
     overrides = {"out": str(run_dir), "epochs": config.train_epochs}
     train_config = config_lib.resolve(TrainConfig, out / "best.yaml", overrides)

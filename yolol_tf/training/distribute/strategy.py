@@ -14,13 +14,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from yolol_tf.addresses import parse_address
 from yolol_tf.errors import UserError
 
 KINDS = ("auto", "one-device", "mirrored", "multi-worker")
 # Task types MultiWorkerMirroredStrategy understands ("ps" belongs to ParameterServerStrategy, unused here).
 TASK_TYPES = ("chief", "worker", "evaluator")
 log = logging.getLogger(__name__)
-_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
 
 def make_strategy(
@@ -103,7 +103,7 @@ def tf_config_for(workers: str | Sequence[str], task_index: int | None = None) -
         workers = [w.strip() for w in workers.split(",") if w.strip()]
     workers = list(workers)
     for address in workers:
-        _check_address(address, "--workers")
+        parse_address(address, "--workers")
     if len(set(workers)) != len(workers):
         raise UserError(f"--workers names an address twice. Received: workers={','.join(workers)}")
     if task_index is None:
@@ -144,7 +144,7 @@ def read_tf_config(text: str | None = None) -> dict | None:
         if not isinstance(addresses, list) or not addresses:
             raise UserError(f'TF_CONFIG cluster "{job}" must be a non-empty list of "host:port". Received: {addresses!r}')
         for address in addresses:
-            _check_address(address, f'TF_CONFIG cluster "{job}"')
+            parse_address(address, f'TF_CONFIG cluster "{job}"')
     if len(cluster.get("chief", [])) > 1:
         raise UserError(f"TF_CONFIG names {len(cluster['chief'])} chiefs; there can be one")
     task = config.get("task")
@@ -208,12 +208,6 @@ def _expand_counts(tasks_per_node: str) -> list[int]:
         number, _, repeat = part.partition("(x")
         counts += [int(number)] * int(repeat.rstrip(")") or 1)
     return counts
-
-
-def _check_address(address: Any, where: str) -> None:
-    match = _ADDRESS.match(address) if isinstance(address, str) else None
-    if match is None or not 0 < int(match.group(2)) < 65536:
-        raise UserError(f'{where}: each address must be "host:port" with a port in 1..65535. Received: {address!r}')
 
 
 def is_chief(strategy: Any = None) -> bool:
