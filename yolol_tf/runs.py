@@ -180,6 +180,7 @@ def run_dir_for(config: Any, *, resume: bool = False) -> Path:
 def check_run_dir(run_dir: Path, *, resume: bool) -> None:
     """Refuses to overwrite a finished run, or to restart an unfinished one without ``resume``."""
     if (run_dir / FINISHED_MARKER).exists():
+        finish(run_dir)  # a run killed just after metrics.json may still hold its backup
         raise UserError(
             f"{run_dir} holds a finished run ({FINISHED_MARKER} exists); it is never retrained or "
             "overwritten. Pick another --name or --out."
