@@ -332,3 +332,8 @@ def test_addresses_are_parsed_by_one_rule_for_training_and_tuning() -> None:
             role_of(TuneConfig(worker=bad))
         with pytest.raises(UserError, match=r"HOST:PORT with a port in 1..65535"):
             tf_config_for(f"a:1,{bad}", 0)
+
+
+def test_the_example_space_file_in_assets_is_a_valid_space() -> None:
+    space = {p.name: p for p in load_space("cnn", Path(__file__).parents[1] / "assets" / "space-cnn.yaml")}
+    assert space["dropout"].kind == "fixed" and space["loss"].values == ("bce", "asl")
