@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from yolol_tf.models import DEFAULT_MODEL
+
 app = typer.Typer(
     name="yolol-tf",
     help=(
         "Turn YOLO object-detection datasets into multi-label image classifiers, and ship them to phones.\n\n"
-        "Start with `yolol-tf train resnet50`: with no --data it trains on the embedded demo dataset."
+        f"Start with `yolol-tf train {DEFAULT_MODEL}`: with no --data it trains on the embedded demo dataset."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -20,7 +20,7 @@ def history_command(
 ) -> None:
     """Print a run's TensorBoard scalars as a table, one row per epoch, or write them as CSV.
 
-    Example: yolol-tf history saved_models/cnn-demo --out history.csv
+    Example: yolol-tf history saved_models/first --out history.csv
     """
     import pandas as pd
 

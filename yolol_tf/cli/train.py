@@ -7,11 +7,27 @@ from pathlib import Path
 import typer
 
 from yolol_tf.cli.app import app
+from yolol_tf.models import MODEL_NAMES, QUICK_MODEL
+
+_HELP = f"""Train a classifier and leave a run folder with models, thresholds, logs, metrics and plots.
+
+MODEL is one of: {", ".join(MODEL_NAMES)}. Flags override the --config YAML, which overrides the defaults.
+With --resume and no --config, the run folder's own config.yaml is used.
+
+Several machines: run the same command on each with `--strategy multi-worker`, the same --workers list, its
+own --task-index and one --out on a shared folder (or set TF_CONFIG, or launch with srun, instead of
+--workers). Only worker 0 writes the run folder. A worker that fails is restarted with the same command:
+every worker then goes on from the last finished epoch (no --resume needed).
+
+Example: yolol-tf train {QUICK_MODEL} --epochs 5 --name first
+
+Example: yolol-tf train {QUICK_MODEL} --strategy multi-worker --workers gpu1:2222,gpu2:2222 --task-index 0 --out /shared/run
+"""
 
 
-@app.command("train")
+@app.command("train", help=_HELP)
 def train_command(
-    model: str = typer.Argument(..., help="Model to train (see `yolol-tf tune --help` for the list)."),
+    model: str = typer.Argument(..., metavar="MODEL", help=f"Model to train: {', '.join(MODEL_NAMES)}."),
     data: str | None = typer.Option(
         None,
         "--data",
@@ -64,20 +80,6 @@ def train_command(
         "$JOB_COMPLETION_INDEX (a Kubernetes indexed Job).",
     ),  # fmt: skip
 ) -> None:
-    """Train a classifier and leave a run folder with models, thresholds, logs, metrics and plots.
-
-    Flags override the --config YAML, which overrides the defaults. With --resume and no --config, the
-    run folder's own config.yaml is used.
-
-    Several machines: run the same command on each with `--strategy multi-worker`, the same --workers
-    list, its own --task-index and one --out on a shared folder (or set TF_CONFIG, or launch with srun,
-    instead of --workers). Only worker 0 writes the run folder. A worker that fails is restarted with the
-    same command: every worker then goes on from the last finished epoch (no --resume needed).
-
-    Example: yolol-tf train cnn --epochs 5 --name first
-
-    Example: yolol-tf train cnn --strategy multi-worker --workers gpu1:2222,gpu2:2222 --task-index 0 --out /shared/cnn
-    """
     from yolol_tf.training import load_config, train
 
     overrides = {

@@ -1,4 +1,4 @@
-"""Sign Language MNIST: CSV files of 28x28 grayscale hand signs, for the dense network.
+"""Sign Language MNIST: CSV files of 28x28 grayscale hand signs, for the fully connected network.
 
 Format (Kaggle "Sign Language MNIST"): a header ``label,pixel1,...,pixel784``, then one image a row,
 ``label`` in 0..24 (the letters A..Y; J and Z need motion and have no samples), pixels in 0..255.

@@ -69,7 +69,7 @@ def read_history(run_dir: str | os.PathLike, *, epoch_only: bool = True) -> pd.D
         ``validation``), sorted by step; NaN where a scalar was not written at that step.
 
     Example:
-        >>> read_history("saved_models/cnn-demo")[["train/epoch_loss", "validation/epoch_loss"]]  # doctest: +SKIP
+        >>> read_history("saved_models/first")[["train/epoch_loss", "validation/epoch_loss"]]  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
