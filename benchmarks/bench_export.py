@@ -1,13 +1,16 @@
-"""Size and single-image latency of every export format, and the int8 mAP drop, on the demo dataset.
+"""Size, single-image latency and mAP of every export format and mode on the demo dataset.
 
 Trains a small ``cnn`` from ``yolol_tf.models`` briefly on the embedded demo dataset (64 px crops,
-10 produce classes), saves it as a run folder, then exports it as SavedModel and TFLite float32, float16
-and int8 through ``yolol_tf.inference.export.export`` (which checks each against the Keras model on the validation
-crops). The baseline is the Keras model itself, measured in the same process: sizes and latencies are
-printed as ratios against it. Latency is the median of single-image calls on this machine's CPU.
+10 produce classes), saves it as a run folder, then exports it as SavedModel, TFLite float32, float16
+and int8, and ONNX through ``yolol_tf.inference.export.export`` (which checks each against the Keras model
+on the validation crops). One more mode shows the int8 recovery at work: int8 with ``--max-drop`` set to
+half what the fully quantised model lost, so that it fails and the quantisation debugger's worst layers
+are kept in float until one passes (or, with ``force``, the attempt that lost least is reported). The baseline is the Keras model itself,
+measured in the same process: sizes and latencies are printed as ratios against it. Latency is the
+median of single-image calls on this machine's CPU.
 
 Run: ``python benchmarks/bench_export.py`` (about two minutes on two cores; ``--epochs`` for a better
-trained model).
+trained model; ONNX needs ``pip install "yolol-tf[onnx]"``, else its row is skipped).
 """
 
 from __future__ import annotations
@@ -66,36 +69,55 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50, help="single-image calls per latency median")
     args = parser.parse_args()
 
+    from yolol_tf.errors import UserError
     from yolol_tf.inference.export import export
 
+    modes = [
+        ("savedmodel", "none", {}),
+        ("tflite", "none", {}),
+        ("tflite", "float16", {}),
+        ("tflite", "int8", {}),
+        # --max-drop at half what full int8 lost: the recovery must halve the loss (set once int8 ran).
+        ("tflite", "int8", {"max_drop": None, "out_name": "best.int8-strict.tflite"}),
+        ("onnx", "none", {}),
+    ]
     with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
         run = train_demo_run(Path(tmp) / "run", epochs=args.epochs, width=args.width)
         results = []
-        for fmt, quantize in [
-            ("savedmodel", "none"),
-            ("tflite", "none"),
-            ("tflite", "float16"),
-            ("tflite", "int8"),
-        ]:
+        for fmt, quantize, options in modes:
+            options = dict(options)
+            out = run / options.pop("out_name") if "out_name" in options else None
+            if options.get("max_drop", 0) is None:
+                full = next(r for name, r, _ in results if name == "tflite int8")
+                options["max_drop"] = round(max(full.keras_map - full.export_map, 0.0) / 2, 5)
             start = time.perf_counter()
-            # force: a benchmark reports a large drop rather than stopping on it.
-            r = export(run, fmt, quantize=quantize, force=True, latency_runs=args.runs, verbose=False)
-            results.append((r, time.perf_counter() - start))
+            try:
+                # force: a benchmark reports a large drop rather than stopping on it.
+                r = export(
+                    run, fmt, quantize=quantize, out=out, force=True, latency_runs=args.runs, verbose=False,
+                    **options,
+                )  # fmt: skip
+            except UserError as e:  # ONNX without its packages
+                print(f"skipped {fmt} {quantize}: {e.message}")
+                continue
+            mode = ("" if quantize == "none" else f" {quantize}") + (
+                f" max-drop {options['max_drop']:.4f}" if "max_drop" in options else ""
+            )
+            results.append((f"{fmt}{mode}", r, time.perf_counter() - start))
 
-        base = results[0][0]
-        keras_latency = sorted(r.keras_latency_ms for r, _ in results)[len(results) // 2]
+        base = results[0][1]
+        keras_latency = sorted(r.keras_latency_ms for _, r, _ in results)[len(results) // 2]
         print(
-            f"\n{'format':<18}{'size':>10}{'vs keras':>10}{'latency':>12}{'speed-up':>10}{'mAP':>8}"
+            f"\n{'format':<28}{'size':>10}{'vs keras':>10}{'latency':>12}{'speed-up':>10}{'mAP':>8}"
             f"{'drop':>9}{'max|dp|':>10}{'export s':>10}"
         )
         print(
-            f"{'keras (baseline)':<18}{base.keras_size_bytes / 1024:>8.1f}KB{1.0:>9.2f}x{keras_latency:>10.3f}ms"
-            f"{1.0:>9.2f}x{base.keras_map:>8.4f}{'':>9}{'':>10}{'':>10}"
+            f"{'keras (baseline)':<28}{base.keras_size_bytes / 1024:>8.1f}KB{1.0:>9.2f}x"
+            f"{keras_latency:>10.3f}ms{1.0:>9.2f}x{base.keras_map:>8.4f}{'':>9}{'':>10}{'':>10}"
         )
-        for r, seconds in results:
-            name = r.format if r.quantize == "none" else f"{r.format} {r.quantize}"
+        for name, r, seconds in results:
             print(
-                f"{name:<18}{r.size_bytes / 1024:>8.1f}KB{r.size_bytes / r.keras_size_bytes:>9.2f}x"
+                f"{name:<28}{r.size_bytes / 1024:>8.1f}KB{r.size_bytes / r.keras_size_bytes:>9.2f}x"
                 f"{r.latency_ms:>10.3f}ms{keras_latency / r.latency_ms:>9.2f}x{r.export_map:>8.4f}"
                 f"{r.keras_map - r.export_map:>+9.4f}{r.max_abs_diff:>10.1e}{seconds:>10.1f}"
             )
@@ -103,6 +125,28 @@ def main() -> None:
             f"\nchecked on {base.checked} demo validation crops; latency = median of {args.runs} single-image "
             f"calls (keras: traced tf.function) on {os.cpu_count()} CPU cores"
         )
+        for name, r, _ in results:
+            if r.recovery is not None:
+                rec = r.recovery
+                print(
+                    f"\n{name}: fully int8 {rec.full_int8_size_bytes / 1024:.1f} KB, "
+                    f"{rec.full_int8_latency_ms:.3f} ms, mAP {rec.full_int8_map:.4f}; "
+                    f"{len(rec.attempts)} selection(s) of float layers tried{' (FORCED)' if r.forced else ''}"
+                )
+                print("  worst ops (rmse/scale): " + ", ".join(f"{n} {e:.2f}" for n, e in rec.ranking[:5]))
+                for layers, size, emap, passed in rec.attempts:
+                    names = ", ".join(layers[:3]) + (
+                        f", ... ({len(layers) - 3} more)" if len(layers) > 3 else ""
+                    )
+                    print(
+                        f"  {len(layers):>3} in float: {size / 1024:7.1f} KB, mAP {emap:.4f}, "
+                        f"{'passes' if passed else 'fails '}  {names}"
+                    )
+                if r.float_layers:
+                    print(
+                        f"  shipped: {', '.join(r.float_layers)}; cost {r.size_cost_bytes:+d} B, "
+                        f"{r.latency_cost_ms:+.3f} ms against fully int8"
+                    )
 
 
 if __name__ == "__main__":

@@ -87,6 +87,16 @@ def write_store(root: Path, *, size: int = SIZE, counts: dict[str, int] | None =
     return helpers_pipeline.write_store(root, samples, NAMES, size=size)
 
 
+def val_crops(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The crops (and labels) of the run's store's val split, in the order export checks on them."""
+    from yolol_tf.data import open_data
+    from yolol_tf.runs import read_run_config
+
+    source = open_data(str(read_run_config(run)["data"]), size=SIZE)
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in source.dataset("val", 64)), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def write_run(run: Path, model, store: Path, *, activation: str = "sigmoid", thresholds=None) -> Path:
     """A run folder as training leaves it (only what export and predict read).
 
@@ -105,6 +115,39 @@ def write_run(run: Path, model, store: Path, *, activation: str = "sigmoid", thr
     )
     (run / "config.yaml").write_text(f"model: cnn\ndata: {store}\nsize: {size}\n")
     return run
+
+
+def int8_fragile_model(trained, *, span: float = 1e4, seed: int = 9):
+    """``trained`` (a :func:`tiny_model`) with a layer int8 quantisation breaks on purpose.
+
+    A Dense layer ``wide`` goes between the pooled features and the logits: it passes the features
+    through unchanged and adds one channel spanning about ±``span`` that the logits ignore (weight 0).
+    In float the outputs are exactly the trained model's; in int8 the wide tensor is quantised with one
+    scale for all its channels (about span / 127 per step), which rounds every real feature to nothing.
+    Keeping ``wide`` and ``logits`` in float (so the wide tensor never goes through int8) recovers it.
+
+    Args:
+        trained: a trained :func:`tiny_model`.
+        span: the extra channel's half-range on synthetic crops.
+        seed: seed of the crops the span is measured on.
+    """
+    import keras
+
+    features = trained.get_layer("logits").input
+    n = int(features.shape[-1])
+    wide = keras.layers.Dense(n + 1, name="wide")
+    logits = keras.layers.Dense(int(trained.outputs[0].shape[-1]), name="logits")
+    model = keras.Model(trained.inputs[0], logits(wide(features)), name="tiny_fragile")
+    signs = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    x, _ = synthetic_crops(64, seed=seed)
+    extra = keras.Model(trained.inputs[0], features)(x.astype(np.float32)).numpy() @ signs
+    column = signs * span / np.abs(extra).max()
+    wide.set_weights(
+        [np.concatenate([np.eye(n), column[:, None]], axis=1).astype(np.float32), np.zeros(n + 1, np.float32)]
+    )
+    kernel, bias = trained.get_layer("logits").get_weights()
+    logits.set_weights([np.concatenate([kernel, np.zeros((1, kernel.shape[1]))]).astype(np.float32), bias])
+    return model
 
 
 def cumprod_layer():

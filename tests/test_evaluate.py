@@ -1,4 +1,5 @@
-"""evaluate, format_report, read_history and their CLI commands on a tiny model and a hand-written store."""
+"""evaluate (of Keras models and of their exports), format_report, read_history and their CLI commands on a
+tiny model and a hand-written store."""
 
 from __future__ import annotations
 
@@ -200,6 +201,49 @@ def test_clean_errors(setup: dict, tmp_path: Path, capsys) -> None:
     (tmp_path / "broken.keras").write_text("not a model")
     assert run_cli(["evaluate", str(tmp_path / "broken.keras"), "--data", str(setup["store"])]) == 2
     assert "cannot load the Keras model" in capsys.readouterr().err
+
+
+def _same_figures(result: dict, reference: dict, atol: float) -> None:
+    for key in ("tuned", "default"):
+        for name in ("map", "f1_micro", "f1_macro", "hamming_loss", "exact_match"):
+            assert result[key][name] == pytest.approx(reference[key][name], abs=atol), f"{key} {name}"
+
+
+def test_exports_evaluate_like_the_keras_model(setup: dict, tmp_path: Path, capsys) -> None:
+    from yolol_tf.inference.export import export
+
+    # An export inside a run folder finds the run's data through its config.yaml, like best.keras.
+    run = make_run(tmp_path / "run", setup["model"], store=setup["store"], thresholds=THRESHOLDS)
+    reference = evaluate(run)
+    formats = ["savedmodel", "tflite"]
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+
+        formats.append("onnx")
+    except ImportError:
+        pass
+    for fmt in formats:
+        path = export(run, fmt, verbose=False).path
+        result = evaluate(path)
+        assert result["model"] == str(path) and result["samples"] == 40 and result["names"] == NAMES
+        # Float32 exports keep the run's thresholds and agree with Keras within 1e-4.
+        assert [row["threshold"] for row in result["tuned"]["per_class"]] == pytest.approx(THRESHOLDS)
+        _same_figures(result, reference, 1e-6)
+        assert run_cli(["evaluate", str(path), "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["samples"] == 40
+
+
+@pytest.mark.large
+def test_int8_export_is_evaluated_at_its_own_thresholds(setup: dict, tmp_path: Path) -> None:
+    from yolol_tf.inference.export import export
+
+    run = make_run(tmp_path / "run", setup["model"], store=setup["store"], thresholds=THRESHOLDS)
+    exported = export(run, "tflite", quantize="int8", num_calibration=24, verbose=False)
+    result = evaluate(exported.path, split="val")
+    assert [row["threshold"] for row in result["tuned"]["per_class"]] == pytest.approx(exported.thresholds)
+    assert result["tuned"]["map"] == pytest.approx(exported.export_map, abs=1e-9)  # checked on val too
+    assert evaluate(run, split="val")["tuned"]["map"] - result["tuned"]["map"] <= 0.02
 
 
 def test_renamed_classes_are_reported_as_a_warning(setup: dict, tmp_path: Path) -> None:

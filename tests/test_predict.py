@@ -1,10 +1,12 @@
-"""Predict with every model kind: same top classes, boxes, output formats, unreadable images skipped."""
+"""Predict with every model kind (Keras, SavedModel, TFLite, ONNX): same top classes, boxes, output formats,
+unreadable images skipped."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -84,10 +86,43 @@ def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
     from yolol_tf.inference.export import export
     from yolol_tf.inference.runners import load_runner
 
-    int8 = export(run, "tflite", quantize="int8", num_calibration=64, verbose=False).path
-    runner = load_runner(int8)
-    assert runner.quantized and runner.labels.thresholds == [0.5, 0.4, 0.6]
-    assert _check_same_as_keras(run, int8, images, capsys) < 0.05
+    result = export(run, "tflite", quantize="int8", num_calibration=64, verbose=False)
+    runner = load_runner(result.path)
+    # Its own thresholds (tuned on its outputs), not the run's [0.5, 0.4, 0.6].
+    assert runner.quantized and runner.labels.thresholds == list(result.thresholds)
+    assert _check_same_as_keras(run, result.path, images, capsys) < 0.05
+
+
+def test_onnx_gives_the_same_top_classes(run, images, capsys):
+    for name in ("tf2onnx", "onnx", "onnxruntime"):
+        pytest.importorskip(name)
+    from yolol_tf.inference.export import export
+    from yolol_tf.inference.runners import OnnxRunner, load_runner
+
+    onnx_file = export(run, "onnx", verbose=False).path
+    runner = load_runner(onnx_file)
+    assert isinstance(runner, OnnxRunner) and runner.labels.thresholds == [0.5, 0.4, 0.6]
+    assert _check_same_as_keras(run, onnx_file, images, capsys) < 1e-4
+    # Without the labels files beside it, the labels embedded in the file are used.
+    alone = onnx_file.parent / "alone" / "model.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes(onnx_file.read_bytes())
+    assert load_runner(alone).labels.names == NAMES and load_runner(alone).labels.thresholds == [
+        0.5,
+        0.4,
+        0.6,
+    ]
+    out = onnx_file.parent / "preds.json"
+    assert cli("predict", str(alone), str(images), "--format", "json", "--out", str(out)) == 0
+    assert len(json.loads(out.read_text())) == 8
+
+
+def test_onnx_without_onnxruntime_names_the_extra(run, images, tmp_path, monkeypatch, capsys):
+    (tmp_path / "model.onnx").write_bytes(b"whatever")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    assert cli("predict", str(tmp_path / "model.onnx"), str(images / "img0.png")) == 2
+    err = capsys.readouterr().err
+    assert "needs onnxruntime" in err and 'pip install "yolol-tf[onnx]"' in err and "Traceback" not in err
 
 
 def test_boxes_are_classified_one_by_one(run, tmp_path):
@@ -136,11 +171,15 @@ def test_corrupt_models_are_named_without_a_traceback(run, images, tmp_path, cap
     broken = tmp_path / "broken.savedmodel"
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"garbage")
-    for model, kind in [
-        ("junk.tflite", "TFLite"),
-        ("empty.tflite", "TFLite"),
-        ("broken.savedmodel", "SavedModel"),
-    ]:
+    cases = [("junk.tflite", "TFLite"), ("empty.tflite", "TFLite"), ("broken.savedmodel", "SavedModel")]
+    try:
+        import onnxruntime  # noqa: F401
+
+        (tmp_path / "junk.onnx").write_bytes(b"\x00\x01not a protobuf at all" * 8)
+        cases.append(("junk.onnx", "ONNX"))
+    except ImportError:
+        pass
+    for model, kind in cases:
         assert cli("predict", str(tmp_path / model), str(images / "img0.png")) == 2
         err = capsys.readouterr().err
         assert f"{model}: cannot load the {kind}" in err and "Traceback" not in err

@@ -12,7 +12,11 @@ from yolol_tf.cli.output import emit
 
 @app.command("evaluate")
 def evaluate_command(
-    model: str = typer.Argument(..., metavar="RUN|MODEL", help="A run folder or a .keras file."),
+    model: str = typer.Argument(
+        ...,
+        metavar="RUN|MODEL",
+        help="A run folder, a .keras file, or an export (SavedModel folder, .tflite or .onnx file).",
+    ),
     data: str | None = typer.Option(
         None, "--data", help="Store, YOLO dataset or Sign-MNIST CSV (default: the data the run trained on)."
     ),
@@ -25,8 +29,9 @@ def evaluate_command(
 ) -> None:
     """Evaluate a model: mAP, F1 (micro, macro, samples), precision, recall, Hamming loss, exact match.
 
-    Figures are given at the per-class thresholds tuned on the validation split (from labels.json) and
-    at 0.5, with a per-class table; a single-label model also reports accuracy.
+    Figures are given at the per-class thresholds tuned on the validation split (from labels.json, or
+    those that travel with an export) and at 0.5, with a per-class table; a single-label model also
+    reports accuracy. An export is evaluated on the data of the run folder it sits in (or --data).
 
     Example: yolol-tf evaluate saved_models/cnn-demo --split test --format json --out metrics.json
     """

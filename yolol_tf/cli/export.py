@@ -12,7 +12,9 @@ from yolol_tf.cli.app import app
 @app.command("export")
 def export_command(
     model: Path = typer.Argument(..., help="A run folder (its best.keras) or a .keras file."),
-    format: str = typer.Option("savedmodel", "--format", "-f", help="savedmodel (TF Serving) or tflite."),
+    format: str = typer.Option(
+        "savedmodel", "--format", "-f", help="savedmodel (TF Serving), tflite (phones) or onnx (onnxruntime)."
+    ),
     quantize: str = typer.Option("none", "--quantize", "-q", help="TFLite only: none, float16 or int8."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Destination file or folder [default: beside the model]."
@@ -24,16 +26,23 @@ def export_command(
         0.02, "--max-drop", help="Largest mAP loss a float16/int8 export may show."
     ),
     force: bool = typer.Option(False, "--force", help="Keep an export that fails its check anyway."),
+    recover: bool = typer.Option(
+        True,
+        "--recover/--no-recover",
+        help="int8 that loses more than --max-drop: keep the layers responsible in float and check again.",
+    ),
     num_calibration: int = typer.Option(
         200, "--num-calibration", help="Training crops for int8 calibration."
     ),
 ) -> None:
-    """Export a model for TensorFlow Serving or phones, checked against the Keras model first.
+    """Export a model for TensorFlow Serving, phones or onnxruntime, checked against the Keras model first.
 
     The export takes raw pixels and returns per-class probabilities; labels.json and labels.txt travel
-    with it (inside a .tflite file too). It is compared with the Keras model on validation crops before it
-    is written: float32 within 1e-4, float16/int8 within --max-drop mAP, or it is kept aside under a
-    REFUSED name and the command exits with status 1.
+    with it (inside a .tflite or .onnx file too). It is compared with the Keras model on validation crops
+    before it is written: float32 (SavedModel, TFLite, ONNX) within 1e-4, float16/int8 within --max-drop
+    mAP, their thresholds tuned on their own outputs. An int8 export that loses more keeps its worst
+    layers in float (the summary names them); if nothing passes it is kept aside under a REFUSED name
+    and the command exits with status 1. ONNX needs: pip install "yolol-tf[onnx]".
 
     Example: yolol-tf export saved_models/cnn-demo --format tflite --quantize int8
     """
@@ -47,5 +56,6 @@ def export_command(
         data=data,
         max_drop=max_drop,
         force=force,
+        recover=recover,
         num_calibration=num_calibration,
     )

@@ -12,7 +12,7 @@ from yolol_tf.cli.output import emit
 
 @app.command("predict")
 def predict_command(
-    model: Path = typer.Argument(..., help="A run folder, .keras, SavedModel folder or .tflite file."),
+    model: Path = typer.Argument(..., help="A run folder, .keras, SavedModel folder, .tflite or .onnx file."),
     paths: list[Path] = typer.Argument(..., help="Images or folders (searched recursively)."),
     boxes: Path | None = typer.Option(
         None, "--boxes", help="Folder of YOLO label files: classify each box instead of whole images."

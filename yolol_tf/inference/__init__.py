@@ -1,7 +1,7 @@
 """Using a trained model: evaluate it, export it for serving and phones, classify images with it.
 
     yolol_tf.inference.evaluate.evaluate(model, data, split)   every multi-label figure on one split
-    yolol_tf.inference.export.export(model, format, ...)       SavedModel or TFLite, checked against Keras
+    yolol_tf.inference.export.export(model, format, ...)       SavedModel, TFLite or ONNX, checked against Keras
     yolol_tf.inference.predict.predict(model, paths, ...)      classify images or their boxes
     yolol_tf.inference.runners.load_runner(model)              any model format: pixels in, probabilities out
     yolol_tf.inference.loading                                 a .keras model with its labels; its run's data

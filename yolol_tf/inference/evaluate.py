@@ -1,10 +1,14 @@
-"""Evaluate a trained model on one split: every figure at the tuned thresholds and at 0.5.
+"""Evaluate a trained model, or any export of it, on one split: every figure at the tuned thresholds and at 0.5.
 
 ``evaluate("saved_models/cnn-demo")`` loads the run's ``best.keras`` and ``labels.json``, opens the data
 the run was trained on (its ``config.yaml``; else the demo data), predicts the split and returns
 :func:`yolol_tf.metrics.report` twice: at the per-class thresholds tuned on the validation split during
 training (``tuned``) and at 0.5 (``default``). :func:`format_report` turns the result into a terminal
 table, CSV or JSON; the ``yolol-tf evaluate`` command is a thin shell over both.
+
+An export (SavedModel folder, ``.tflite`` or ``.onnx`` file) is evaluated the same way through its
+runner (:func:`yolol_tf.inference.runners.load_runner`), at the thresholds that travel with it (a
+quantised export's are tuned on its own outputs), on the data of the run folder it sits in.
 
 The model, its labels and the run's data are opened by :mod:`yolol_tf.inference.loading`, as for export.
 """
@@ -16,6 +20,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +30,11 @@ from yolol_tf import metrics
 from yolol_tf.errors import UserError
 from yolol_tf.inference.loading import input_shape, load_keras_with_labels, run_data
 from yolol_tf.models.outputs import predict_probs
+from yolol_tf.runs import Labels, ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
+    import tensorflow as tf
+
     from yolol_tf.data import DatasetInfo
 
 FORMATS = ("table", "json", "csv")
@@ -47,6 +55,42 @@ def _check_fit(model_path: Path, num_outputs: int, shape: tuple, info: DatasetIn
         )
 
 
+def _is_keras(model: str | os.PathLike) -> bool:
+    """True for a run folder or ``.keras`` file; False for an export (SavedModel, .tflite, .onnx)."""
+    path = Path(model)
+    if path.is_dir():
+        return not (path / "saved_model.pb").is_file()
+    return path.suffix not in (".tflite", ".onnx")
+
+
+def _load(
+    model: str | os.PathLike,
+) -> tuple[ResolvedModel, Labels, tuple, Callable[[tf.data.Dataset], tuple[np.ndarray, np.ndarray]]]:
+    """(where the model is, its labels, its input shape, a function from a split to (truth, probabilities))."""
+    if _is_keras(model):
+        resolved, keras_model, labels = load_keras_with_labels(model, command="evaluate")
+        return (
+            resolved,
+            labels,
+            input_shape(keras_model),
+            lambda ds: predict_probs(keras_model, ds, labels.activation),
+        )
+    from yolol_tf.inference.runners import load_runner
+
+    runner = load_runner(model)
+
+    def probabilities(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        truths, probs = [], []
+        for images, truth in ds:
+            probs.append(np.asarray(runner(images.numpy()), np.float64))
+            truths.append(np.asarray(truth, np.float32))
+        if not probs:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float64)
+        return np.concatenate(truths), np.concatenate(probs)
+
+    return resolve_model(model), runner.labels, tuple(runner.labels.input_shape), probabilities
+
+
 def evaluate(
     model: str | os.PathLike,
     data: str | os.PathLike | None = None,
@@ -59,9 +103,11 @@ def evaluate(
 
     Args:
         model: a run folder (its ``best.keras`` is used) or a ``.keras`` file, with ``labels.json`` beside
-            it for names and tuned thresholds (without one: ``class_0``... and 0.5).
+            it for names and tuned thresholds (without one: ``class_0``... and 0.5); or an export (a
+            SavedModel folder, ``.tflite`` or ``.onnx`` file) with the labels that travel with it.
         data: a store folder, a YOLO dataset (data.yaml or folder), a Sign-MNIST CSV, or None for the data
-            the run was trained on (its ``config.yaml``), else the embedded demo data.
+            the run was trained on (the ``config.yaml`` of the run folder the model sits in), else the
+            embedded demo data.
         split: "test", "val" or "train".
         batch_size: samples per prediction batch.
         thresholds: per-class thresholds that replace the tuned ones from ``labels.json``.
@@ -77,8 +123,8 @@ def evaluate(
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1. Received: batch_size={batch_size}")
-    resolved, keras_model, labels = load_keras_with_labels(model, command="evaluate")
-    num_outputs, shape = len(labels.names), input_shape(keras_model)
+    resolved, labels, shape, probabilities = _load(model)
+    num_outputs = len(labels.names)
     thresholds = labels.thresholds if thresholds is None else thresholds
     if len(thresholds) != num_outputs:
         raise UserError(f"{len(thresholds)} thresholds given for {num_outputs} classes")
@@ -98,7 +144,7 @@ def evaluate(
             f"({', '.join(info.names)}); figures are matched by class index"
         )
 
-    y_true, y_prob = predict_probs(keras_model, source.dataset(split, batch_size), labels.activation)
+    y_true, y_prob = probabilities(source.dataset(split, batch_size))
     if len(y_true) == 0:
         raise UserError(f"Split {split!r} of {info.source} has no samples")
     single_label = labels.activation == "softmax" or info.single_label

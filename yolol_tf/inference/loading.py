@@ -34,6 +34,39 @@ def num_outputs(model: keras.Model) -> int:
     return int(model.outputs[0].shape[-1])
 
 
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32: itself, or a copy with its weights when it was trained under mixed
+    precision (a ``mixed_float16`` layer computes in float16 even on a CPU).
+
+    ONNX export needs it: Keras' ONNX exporter requires a float32 dtype policy, and onnxruntime's CPU
+    kernels are float32. The variables of a mixed-precision model are float32 already, so the copy loses
+    nothing.
+
+    Args:
+        model: a loaded model.
+    """
+    import keras
+
+    def float32_policies(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(
+                node.get("config", {}).get("name", "")
+            ).startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: float32_policies(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [float32_policies(v) for v in node]
+        return node
+
+    config = keras.saving.serialize_keras_object(model)
+    converted = float32_policies(config)
+    if converted == config:
+        return model
+    copy = keras.saving.deserialize_keras_object(converted)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def load_keras_with_labels(
     model: str | os.PathLike, *, command: str
 ) -> tuple[ResolvedModel, keras.Model, Labels]:
@@ -103,4 +136,4 @@ def run_data(resolved: ResolvedModel, data: str | os.PathLike | None, size: int 
     return open_data(settings, size=size)
 
 
-__all__ = ["input_shape", "load_keras_with_labels", "num_outputs", "run_config", "run_data"]
+__all__ = ["float32_model", "input_shape", "load_keras_with_labels", "num_outputs", "run_config", "run_data"]

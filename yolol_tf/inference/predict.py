@@ -1,7 +1,7 @@
 """Classify images, or the boxes of YOLO label files, with any model this tool writes.
 
-A model is a run folder, a ``.keras`` file, a SavedModel folder or a ``.tflite`` file (float or int8),
-loaded by :func:`yolol_tf.inference.runners.load_runner`. Each image (or box) is read and letterboxed
+A model is a run folder, a ``.keras`` file, a SavedModel folder, a ``.tflite`` file (float or int8) or
+an ``.onnx`` file, loaded by :func:`yolol_tf.inference.runners.load_runner`. Each image (or box) is read and letterboxed
 exactly like the training crops (``yolol_tf.data.read_image`` and ``letterbox``), so inference sees what
 training saw. :func:`format_predictions` renders the result as a table, JSON or CSV.
 
@@ -126,7 +126,8 @@ def predict(
     skipped.
 
     Args:
-        model: a run folder, ``.keras``, SavedModel folder, ``.tflite`` file or a loaded :class:`Runner`.
+        model: a run folder, ``.keras``, SavedModel folder, ``.tflite`` or ``.onnx`` file, or a loaded
+            :class:`Runner`.
         paths: images or folders (searched recursively for jpg, jpeg, png, bmp, webp in any case).
         boxes: a folder of YOLO label files (``<image stem>.txt``, or mirroring the image folders).
         batch_size: crops per model call.

@@ -1,6 +1,7 @@
 """Loaded models behind one interface: raw uint8 pixels in, per-class probabilities out.
 
-A model is a run folder, a ``.keras`` file, a SavedModel folder or a ``.tflite`` file (float or int8);
+A model is a run folder, a ``.keras`` file, a SavedModel folder, a ``.tflite`` file (float or int8) or an
+``.onnx`` file (run by onnxruntime, ``pip install "yolol-tf[onnx]"``);
 :func:`load_runner` finds its labels (:func:`labels_for`) and hides the format behind :class:`Runner`.
 Export checks its files through the same runners that ``predict`` uses, so what was checked is what runs.
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     import keras
 
 TFLITE_LABELS_METADATA = "yolol_tf_labels"  # name of the JSON buffer export embeds in a .tflite
+ONNX_LABELS_METADATA = "yolol_tf_labels"  # key of the labels JSON in an .onnx file's metadata_props
+ONNX_INPUT, ONNX_OUTPUT = "pixels", "probabilities"  # the exported graph's input and output names
+ONNX_INSTALL = 'pip install "yolol-tf[onnx]"'
 
 
 def _first_line(error: Exception) -> str:
@@ -41,7 +45,7 @@ class Runner:
 
     Attributes:
         labels: class names, thresholds, activation and input shape.
-        kind: "keras", "savedmodel" or "tflite".
+        kind: "keras", "savedmodel", "tflite" or "onnx".
         path: the model file or folder.
     """
 
@@ -196,6 +200,86 @@ class TFLiteRunner(Runner):
         return np.asarray(y, np.float32)
 
 
+def _onnxruntime():
+    """The onnxruntime module, or a UserError naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(
+            f"Running an .onnx model needs onnxruntime, which is not installed: {ONNX_INSTALL}"
+        ) from None
+    return onnxruntime
+
+
+class OnnxRunner(Runner):
+    """An ``.onnx`` file written by ``yolol-tf export --format onnx``, run by onnxruntime on the CPU.
+
+    Its graph takes float32 pixels and returns probabilities. Without labels given, those embedded in
+    the file's ``metadata_props`` are used (see :func:`read_onnx_labels`).
+
+    Attributes:
+        embedded_labels: the labels embedded in the file, or None.
+
+    Args:
+        path: the ``.onnx`` file.
+        labels: its labels; default: the embedded ones, else ``class_0``... and 0.5.
+        providers: onnxruntime execution providers; default the CPU (what export checks with).
+    """
+
+    kind = "onnx"
+
+    def __init__(self, path: Path, labels: Labels | None = None, providers: list[str] | None = None) -> None:
+        ort = _onnxruntime()
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # junk bytes, an empty or truncated file: onnxruntime raises its own kinds
+            raise UserError(f"{path}: cannot load the ONNX model ({_first_line(e)})") from None
+        inputs, (out, *_) = self.session.get_inputs(), self.session.get_outputs()
+        inp = inputs[0]
+        if (
+            len(inputs) != 1
+            or inp.type != "tensor(float)"
+            or len(inp.shape) != 4
+            or not all(isinstance(d, int) for d in inp.shape[1:])
+        ):
+            received = "; ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+            raise UserError(
+                f"{path}: expected one float input [batch, height, width, channels] (as export writes). "
+                f"Received: {received}"
+            )
+        self._input, self._output = inp.name, out.name
+        shape = tuple(int(d) for d in inp.shape[1:])
+        self.embedded_labels = _embedded_onnx_labels(self.session, path)
+        super().__init__(path, labels or self.embedded_labels or Labels.default(int(out.shape[-1]), shape))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        (probs,) = self.session.run([self._output], {self._input: np.asarray(pixels, np.float32)})
+        return np.asarray(probs, np.float32)
+
+
+def _embedded_onnx_labels(session, path: Path) -> Labels | None:
+    """The labels in an onnxruntime session's model metadata, or None."""
+    text = session.get_modelmeta().custom_metadata_map.get(ONNX_LABELS_METADATA)
+    if text is None:
+        return None
+    try:
+        return Labels.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: its embedded {ONNX_LABELS_METADATA} are not valid labels ({e})") from None
+
+
+def read_onnx_labels(path: str | os.PathLike) -> Labels | None:
+    """The labels export embedded in an ``.onnx`` file's ``metadata_props``, or None if it carries none.
+
+    Args:
+        path: the ``.onnx`` file.
+
+    Raises:
+        UserError: onnxruntime is missing, or the file is not a readable ONNX model.
+    """
+    return OnnxRunner(Path(path)).embedded_labels
+
+
 def read_tflite_labels(path: str | os.PathLike) -> Labels | None:
     """The labels export embedded in a ``.tflite`` file's metadata, or None if it carries none.
 
@@ -223,16 +307,19 @@ def read_tflite_labels(path: str | os.PathLike) -> Labels | None:
 
 
 def labels_for(path: Path) -> Labels | None:
-    """A labels file beside or inside the model, else the one embedded in a .tflite, else None.
+    """A labels file beside or inside the model, else the one embedded in a .tflite or .onnx, else None.
+
+    An export's own labels (``best.int8.labels.json`` beside ``best.int8.tflite``, or embedded) win over
+    the run's ``labels.json``: their thresholds were tuned on that export's outputs.
 
     Args:
-        path: a ``.tflite`` file, SavedModel folder, ``.keras`` file or run folder.
+        path: a ``.tflite`` or ``.onnx`` file, SavedModel folder, ``.keras`` file or run folder.
     """
-    if path.suffix == ".tflite":
+    if path.suffix in (".tflite", ".onnx"):
         beside = path.with_suffix(".labels.json")
         if beside.is_file():
             return Labels.load(beside)
-        embedded = read_tflite_labels(path)
+        embedded = read_tflite_labels(path) if path.suffix == ".tflite" else read_onnx_labels(path)
         if embedded is not None:
             return embedded
     resolved = resolve_model(path)
@@ -240,7 +327,7 @@ def labels_for(path: Path) -> Labels | None:
 
 
 def load_runner(model: str | os.PathLike) -> Runner:
-    """Loads a run folder, ``.keras``, SavedModel folder or ``.tflite`` file with its labels.
+    """Loads a run folder, ``.keras``, SavedModel folder, ``.tflite`` or ``.onnx`` file with its labels.
 
     Args:
         model: the model to load.
@@ -252,22 +339,29 @@ def load_runner(model: str | os.PathLike) -> Runner:
     target = resolved.model_path
     if target.suffix == ".tflite":
         return TFLiteRunner(target, labels_for(target))
+    if target.suffix == ".onnx":
+        beside = target.with_suffix(".labels.json")
+        # Without a labels file beside it, the runner reads the embedded ones (one session, not two).
+        return OnnxRunner(target, Labels.load(beside) if beside.is_file() else None)
     if target.suffix == ".keras":
         _, keras_model, labels = load_keras_with_labels(path, command="predict")
         return KerasRunner(target, labels, model=keras_model)
     raise UserError(
         f"{path}: not a model this tool reads. Expected a run folder, a .keras file, a SavedModel folder "
-        f"(with saved_model.pb) or a .tflite file"
+        f"(with saved_model.pb), a .tflite or an .onnx file"
     )
 
 
 __all__ = [
+    "ONNX_LABELS_METADATA",
     "TFLITE_LABELS_METADATA",
     "KerasRunner",
+    "OnnxRunner",
     "Runner",
     "SavedModelRunner",
     "TFLiteRunner",
     "labels_for",
     "load_runner",
+    "read_onnx_labels",
     "read_tflite_labels",
 ]

@@ -1,18 +1,22 @@
 """How an export is judged before it counts: compared with the Keras model, refused or passed, timed.
 
 A float32 export must give the Keras model's probabilities within its target's tolerance; a quantised
-one may lose at most ``max_drop`` mAP on labelled crops. :func:`refusal` says why an export fails, and
-:func:`latency_ms` times single-image calls for the summary.
+one may lose at most ``max_drop`` mAP on labelled crops; an export the runtime cannot run fails.
+:func:`refusal` says why an export fails, :func:`tuned_labels` tunes a quantised export's thresholds
+on its own outputs, and :func:`latency_ms` times single-image calls for the summary.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from yolol_tf.inference.runners import Runner
+from yolol_tf.runs import Labels
 
 
 @dataclass(frozen=True)
@@ -21,15 +25,19 @@ class Comparison:
 
     Attributes:
         checked: how many crops.
-        max_abs_diff: largest probability difference.
+        max_abs_diff: largest probability difference (infinite when the export did not run).
         keras_map: mAP of the Keras model (None without labelled crops).
-        export_map: mAP of the export.
+        export_map: mAP of the export (NaN when it did not run).
+        failure: why the runtime could not run the export, or None.
+        probabilities: the export's probabilities on the crops (None when it did not run).
     """
 
     checked: int
     max_abs_diff: float
     keras_map: float | None
     export_map: float | None
+    failure: str | None = None
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,25 @@ class Refusal:
 
     tag: str
     reason: str
+
+
+@dataclass(frozen=True)
+class CheckCrops:
+    """The crops every model an export builds is checked on, with the Keras model's probabilities.
+
+    Attributes:
+        x: the check crops.
+        y: their labels, or None (random pixels: no mAP).
+        keras_probs: the Keras model's probabilities on ``x``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    keras_probs: np.ndarray
+
+    def compare(self, runner: Runner) -> Comparison:
+        """:func:`compare` of ``runner`` on these crops."""
+        return compare(runner, self.x, self.y, self.keras_probs)
 
 
 def batched(runner: Runner, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -65,11 +92,14 @@ def compare(runner: Runner, x: np.ndarray, y: np.ndarray | None, keras_probs: np
         y: their labels, or None (random pixels: no mAP).
         keras_probs: the Keras model's probabilities on ``x``.
     """
-    probs = batched(runner, x)
+    keras_map = None if y is None else _map(y, keras_probs)
+    try:
+        probs = batched(runner, x)
+    except Exception as e:  # e.g. an int8 model whose requantisation XNNPACK refuses ("failed to prepare")
+        message = (str(e).splitlines() or [""])[0][:300]
+        return Comparison(len(x), math.inf, keras_map, math.nan, f"{type(e).__name__}: {message}")
     diff = float(np.abs(probs - keras_probs).max())
-    if y is None:
-        return Comparison(len(x), diff, None, None)
-    return Comparison(len(x), diff, _map(y, keras_probs), _map(y, probs))
+    return Comparison(len(x), diff, keras_map, None if y is None else _map(y, probs), probabilities=probs)
 
 
 def refusal(comparison: Comparison, tolerance: float | None, max_drop: float) -> Refusal | None:
@@ -82,6 +112,8 @@ def refusal(comparison: Comparison, tolerance: float | None, max_drop: float) ->
         max_drop: the largest mAP loss a quantised export may show.
     """
     diff, kmap, emap = comparison.max_abs_diff, comparison.keras_map, comparison.export_map
+    if comparison.failure is not None:
+        return Refusal("does-not-run", f"the runtime cannot run it ({comparison.failure})")
     if tolerance is not None:
         if diff > tolerance:
             return Refusal(
@@ -94,6 +126,29 @@ def refusal(comparison: Comparison, tolerance: float | None, max_drop: float) ->
             f"it loses {kmap - emap:.4f} mAP ({kmap:.4f} -> {emap:.4f}; --max-drop {max_drop})",
         )
     return None
+
+
+def tuned_labels(labels: Labels, y: np.ndarray, probs: np.ndarray) -> Labels:
+    """``labels`` with each class's threshold tuned to maximise F1 on the export's own probabilities.
+
+    An int8 probability moves in steps of 1/256 (float16's are coarse too), so thresholds tuned on the
+    Keras model's outputs may fall on the wrong side of a step; :func:`yolol_tf.metrics.tune_thresholds`
+    puts each one midway between two of the export's own scores. A class without a positive crop keeps
+    its threshold.
+
+    Args:
+        labels: the run's labels.
+        y: the check crops' labels.
+        probs: the export's probabilities on them.
+    """
+    from yolol_tf.metrics import tune_thresholds
+
+    tuned = tune_thresholds(y, probs)
+    kept = np.asarray(y).sum(axis=0) == 0
+    thresholds = [
+        float(old if keep else new) for old, new, keep in zip(labels.thresholds, tuned, kept, strict=True)
+    ]
+    return dataclasses.replace(labels, thresholds=thresholds)
 
 
 def latency_ms(runner: Runner, image: np.ndarray, runs: int = 50) -> float:

@@ -2,7 +2,7 @@
 
 :func:`convert_tflite` turns the export's SavedModel into a ``.tflite`` flatbuffer; the precision is one
 of the converter settings below (float32, float16 weights, full-integer int8), chosen by the export
-target. An op without a builtin kernel (one that would need the Flex delegate, which phones' LiteRT
+target. :func:`make_converter` sets the converter up, for the int8 recovery's quantisation debugger too. An op without a builtin kernel (one that would need the Flex delegate, which phones' LiteRT
 runtimes lack) fails the conversion and is named. :func:`embed_labels` adds the labels as a JSON buffer
 named ``yolol_tf_labels`` to the model's metadata (read back by
 :func:`yolol_tf.inference.runners.read_tflite_labels`).
@@ -66,6 +66,22 @@ def missing_ops(error: Exception) -> list[str]:
     return sorted(set(ops))
 
 
+def make_converter(savedmodel: Path, settings: ConverterSettings, calibration: np.ndarray | None) -> Any:
+    """A ``tf.lite.TFLiteConverter`` for the ``serve`` signature, builtin ops only, set to one precision.
+
+    Args:
+        savedmodel: the export's SavedModel folder.
+        settings: one of the ``*_settings`` functions above.
+        calibration: crops for int8 calibration (None for the float precisions).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=["serve"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    settings(converter, calibration)
+    return converter
+
+
 def convert_tflite(
     savedmodel: Path, quantize: str, settings: ConverterSettings, calibration: np.ndarray | None
 ) -> bytes:
@@ -80,11 +96,7 @@ def convert_tflite(
     Raises:
         UserError: the model needs ops with no builtin kernel, or the converter fails (exit status 1).
     """
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel), signature_keys=["serve"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    settings(converter, calibration)
+    converter = make_converter(savedmodel, settings, calibration)
     try:
         return converter.convert()
     except Exception as e:  # the converter's error types move between TF releases
