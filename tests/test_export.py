@@ -397,3 +397,37 @@ def test_onnx_without_its_packages_names_the_extra(run, tmp_path, monkeypatch, c
     assert cli("export", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")) == 2
     assert 'pip install "yolol-tf[onnx]"' in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_work_folders_left_by_killed_exports_are_removed(run, tmp_path):
+    from yolol_tf.inference.export import export
+
+    stale = tmp_path / ".m.tflite.tmp-k1lled"
+    (stale / "savedmodel").mkdir(parents=True)
+    (stale / "savedmodel" / "saved_model.pb").write_bytes(b"\0" * 1024)
+    export(run, "tflite", out=tmp_path / "m.tflite", verbose=False)
+    assert not stale.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_is_one_message_not_a_traceback(run, tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    from yolol_tf.inference.export import tflite
+
+    def disk_full(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "model.tflite; No space left on device")
+
+    monkeypatch.setattr(tflite, "embed_labels", disk_full)
+    assert cli("export", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")) == 1
+    err = capsys.readouterr().err
+    assert "No space left on the device while writing the export" in err and "Traceback" not in err
+    assert not (tmp_path / "m.tflite").exists() and _leftovers(tmp_path) == []
+
+
+def test_a_second_export_to_the_same_destination_is_refused(run, tmp_path):
+    from yolol_tf.inference.export import export
+    from yolol_tf.locks import exclusive
+
+    with exclusive(tmp_path / "m.tflite", what="export"), pytest.raises(UserError, match="export"):
+        export(run, "tflite", out=tmp_path / "m.tflite", verbose=False)
+    assert not (tmp_path / "m.tflite").exists()

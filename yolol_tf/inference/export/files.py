@@ -6,12 +6,50 @@ passed its check, so an interrupted or refused export never leaves anything unde
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from yolol_tf.config import atomic_write_text
 from yolol_tf.errors import UserError
+from yolol_tf.locks import exclusive
 from yolol_tf.runs import Labels
+
+
+@contextmanager
+def work_folder(dest: Path) -> Iterator[Path]:
+    """The hidden folder an export to ``dest`` is built in, with the destination locked meanwhile.
+
+    Work folders that killed exports left beside ``dest`` are removed first: with the lock held, no other
+    export to ``dest`` can be using one. A full disk while writing becomes one message, not a traceback.
+    """
+    with exclusive(dest, what="export"):
+        for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
+            print(f"Removing {stale}, left by an export that was interrupted", file=sys.stderr)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.tmp-") as tmp:
+                yield Path(tmp)
+        except Exception as e:
+            if not _disk_full(e):
+                raise
+            raise UserError(
+                f"No space left on the device while writing the export to {dest.parent}: free some space "
+                "and export again (nothing was placed under the final name)",
+                exit_code=1,
+            ) from None
+
+
+def _disk_full(error: Exception) -> bool:
+    """An OSError of a full disk, or TensorFlow's ResourceExhaustedError for one (its writers raise that)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(error).__name__ == "ResourceExhaustedError" and "No space left" in str(error)
 
 
 def refused_destination(dest: Path, reason: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ from yolol_tf.inference.export.checks import (
     tuned_labels,
 )
 from yolol_tf.inference.export.crops import export_crops
-from yolol_tf.inference.export.files import place, refused_destination, size_bytes
+from yolol_tf.inference.export.files import place, refused_destination, size_bytes, work_folder
 from yolol_tf.inference.export.result import ExportResult, RecoveryReport
 from yolol_tf.inference.export.targets import Target, select_target
 from yolol_tf.inference.loading import float32_model, input_shape, load_keras_with_labels
@@ -96,9 +95,8 @@ def export(
             print(message, file=sys.stderr)
 
     # Everything is built in a hidden folder beside the destination: a rename into place is atomic, and
-    # an interrupted export leaves nothing under the final name.
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.tmp-") as tmp:
-        work = Path(tmp)
+    # an interrupted export leaves nothing under the final name. One export at a time to one destination.
+    with work_folder(dest) as work:
         built = target.build(model, labels, work, calib)
         runner = target.load(built, labels)
         comparison = crops.compare(runner)
