@@ -33,7 +33,7 @@ def evaluate_command(
     those that travel with an export) and at 0.5, with a per-class table; a single-label model also
     reports accuracy. An export is evaluated on the data of the run folder it sits in (or --data).
 
-    Example: yolol-tf evaluate saved_models/cnn-demo --split test --format json --out metrics.json
+    Example: yolol-tf evaluate saved_models/first --split test --format json --out metrics.json
     """
     from yolol_tf.inference.evaluate import check_format, evaluate, format_report
 

@@ -44,7 +44,7 @@ def export_command(
     layers in float (the summary names them); if nothing passes it is kept aside under a REFUSED name
     and the command exits with status 1. ONNX needs: pip install "yolol-tf[onnx]".
 
-    Example: yolol-tf export saved_models/cnn-demo --format tflite --quantize int8
+    Example: yolol-tf export saved_models/first --format tflite --quantize int8
     """
     from yolol_tf.inference.export import export
 

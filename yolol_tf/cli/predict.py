@@ -27,7 +27,7 @@ def predict_command(
 
     Unreadable images are reported on stderr and skipped.
 
-    Example: yolol-tf predict saved_models/cnn-demo/best.int8.tflite photos/ --format csv --out preds.csv
+    Example: yolol-tf predict saved_models/first/best.int8.tflite photos/ --format csv --out preds.csv
     """
     from yolol_tf.inference.predict import check_format, format_predictions, predict
 

@@ -1,6 +1,6 @@
 """Evaluate a trained model, or any export of it, on one split: every figure at the tuned thresholds and at 0.5.
 
-``evaluate("saved_models/cnn-demo")`` loads the run's ``best.keras`` and ``labels.json``, opens the data
+``evaluate("saved_models/first")`` loads the run's ``best.keras`` and ``labels.json``, opens the data
 the run was trained on (its ``config.yaml``; else the demo data), predicts the split and returns
 :func:`yolol_tf.metrics.report` twice: at the per-class thresholds tuned on the validation split during
 training (``tuned``) and at 0.5 (``default``). :func:`format_report` turns the result into a terminal
@@ -118,7 +118,7 @@ def evaluate(
         :func:`yolol_tf.metrics.report` at the tuned thresholds) and ``default`` (at 0.5).
 
     Example:
-        >>> result = evaluate("saved_models/cnn-demo", split="test")  # doctest: +SKIP
+        >>> result = evaluate("saved_models/first", split="test")  # doctest: +SKIP
         >>> print(format_report(result))  # doctest: +SKIP
     """
     if batch_size < 1:

@@ -8,7 +8,7 @@ training saw. :func:`format_predictions` renders the result as a table, JSON or 
 Example::
 
     from yolol_tf.inference.predict import predict, format_predictions
-    preds = predict("saved_models/cnn-demo", ["photos/"])
+    preds = predict("saved_models/first", ["photos/"])
     print(format_predictions(preds, "table"))
 """
 

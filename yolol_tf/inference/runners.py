@@ -8,7 +8,7 @@ Export checks its files through the same runners that ``predict`` uses, so what 
 Example::
 
     from yolol_tf.inference.runners import load_runner
-    runner = load_runner("saved_models/cnn-demo/best.int8.tflite")
+    runner = load_runner("saved_models/first/best.int8.tflite")
     probabilities = runner(crops)  # uint8 [B, S, S, 3] -> float32 [B, C]
 """
 

@@ -44,7 +44,7 @@ The package, one concern a module::
 Example::
 
     from yolol_tf.inference.export import export
-    result = export("saved_models/cnn-demo", "tflite", quantize="int8")
+    result = export("saved_models/first", "tflite", quantize="int8")
     print(result.summary(), result.float_layers)
 """
 
