@@ -11,26 +11,27 @@ from yolol_tf.errors import UserError
 keras = pytest.importorskip("keras")
 
 from yolol_tf.models import MODEL_NAMES, MODELS, SPECS, build_model, get_spec, model_options  # noqa: E402
+from yolol_tf.models.finetune import backbone_layers  # noqa: E402
 from yolol_tf.models.layers import BatchNormalization  # noqa: E402
-from yolol_tf.models.resnet50 import backbone_layers  # noqa: E402
 
 # Tiny variants so that every test runs in seconds on two CPU cores.
 SMALL = {
     "dense": ((16, 16, 3), {"widths": (32, 16), "dropout": 0.1, "batch_norm": True}),
     "cnn": ((32, 32, 3), {"width": 8, "depths": (1, 1)}),
     "resnet50": ((32, 32, 3), {"small_input": False}),
+    "lite0": ((32, 32, 3), {"dropout": 0.1}),
 }
 
 
 def test_registry_lists_every_model():
-    assert tuple(MODELS) == tuple(SPECS) == MODEL_NAMES == ("dense", "cnn", "resnet50")
+    assert tuple(MODELS) == tuple(SPECS) == MODEL_NAMES == ("dense", "cnn", "resnet50", "lite0")
     assert model_options("resnet50")["norm"] == "ours"
     for name in MODEL_NAMES:
         spec = get_spec(name)
         # One module per model, named as on the command line, holding its builder and its entry.
         assert spec.name == name and spec.build.__module__ == f"yolol_tf.models.{name}"
         assert MODELS[name] is spec.build and spec.summary
-    with pytest.raises(UserError, match="Unknown model 'vgg'. Choose one of: dense, cnn, resnet50"):
+    with pytest.raises(UserError, match="Unknown model 'vgg'. Choose one of: dense, cnn, resnet50, lite0"):
         get_spec("vgg")
 
 
@@ -109,7 +110,7 @@ def test_resnet50_and_cnn_accept_small_and_odd_inputs(shape, small_input):
 
 
 def test_unknown_model_or_option_is_a_user_error_listing_valid_ones():
-    with pytest.raises(UserError, match="dense, cnn, resnet50"):
+    with pytest.raises(UserError, match="dense, cnn, resnet50, lite0"):
         build_model("vgg", (32, 32, 3), 2)
     with pytest.raises(UserError, match="depth.*Valid options: width=32, depths=") as error:
         build_model("cnn", (32, 32, 3), 2, depth=3)
@@ -135,7 +136,7 @@ def test_resnet50_backbone_has_the_reference_parameter_count():
     assert model.count_params() == backbone + 2048 * 7 + 7
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet50"])
+@pytest.mark.parametrize("name", ["cnn", "resnet50", "lite0"])
 def test_keras_file_round_trip_with_safe_mode(name, tmp_path):
     shape, options = SMALL[name]
     model = build_model(name, shape, 4, **options)

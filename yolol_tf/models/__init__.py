@@ -25,7 +25,7 @@ from typing import Any
 from yolol_tf.errors import UserError
 from yolol_tf.models.spec import ModelSpec
 
-MODEL_NAMES = ("dense", "cnn", "resnet50")
+MODEL_NAMES = ("dense", "cnn", "resnet50", "lite0")
 # The model a search tunes when none is named: small, and quick to train.
 QUICK_MODEL = "cnn"
 # The model a training run builds when its config names none (`yolol-tf train` always names one).

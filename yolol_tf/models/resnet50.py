@@ -1,23 +1,28 @@
 """ResNet-50 (He et al. 2016) from its blocks, with our BatchNormalization throughout.
 
 The layout is that of ``keras.applications.ResNet50`` (v1: stride on the first 1x1 convolution, biased
-convolutions, BN epsilon 1.001e-5), so the backbone has exactly its parameter count; layers are named by stage
+convolutions, BN epsilon 1.001e-5), so the backbone has exactly its parameter count and takes its ImageNet
+weights (``weights="imagenet"``, :mod:`yolol_tf.models.weights.imagenet_resnet50`); layers are named by stage
 and block as in the paper's table 1 (``stage2_block1_conv1`` ... ``stage5_block3_bn3``).
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import json
-import re
-import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yolol_tf.errors import UserError
+from yolol_tf.models.finetune import set_backbone_trainable
 from yolol_tf.models.spec import ModelSpec, dropout_option, dropout_param, flag_options, flag_param
+from yolol_tf.models.weights.imagenet_resnet50 import (
+    CAFFE_MEAN_RGB,
+    find_imagenet_file,
+    load_imagenet_resnet50,
+)
+from yolol_tf.models.weights.keras3 import load_weights_by_name, saved_layer_config
+from yolol_tf.models.weights.keras_legacy import is_legacy_file
 
 if TYPE_CHECKING:
     import keras
@@ -28,8 +33,6 @@ if TYPE_CHECKING:
 NORMS = ("ours", "keras")
 # (filters of the bottleneck, blocks) of stages 2..5, table 1 of the paper.
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
-# The backbone is every layer before the pooled features; the head is what follows it.
-BACKBONE_PREFIXES = ("stem_", "stage")
 
 
 def apply_bottleneck(x, filters: int, stride: int, name: str, norm: Norm, projection: bool = False):
@@ -109,8 +112,12 @@ def build_resnet50(
             for comparison.
         small_input: drop the stem's downsampling (stride and max pooling), for 32..64 px crops.
         dropout: dropout rate before the logits.
-        weights: a local ``.keras`` or ``.weights.h5`` file of this network (any head, any ``norm``);
-            layers are matched by name and those of another shape (a head for other classes) are skipped.
+        weights: ``"imagenet"``: the ImageNet weights of ``keras.applications.ResNet50``, from the file Keras
+            caches in ``$KERAS_HOME/models`` (never downloaded here); or a local file: that ImageNet file
+            (Keras 2 HDF5 layout), or a ``.keras`` or ``.weights.h5`` file of this network (any head, any
+            ``norm``), whose layers are matched by name and those of another shape (a head for other
+            classes) skipped. ImageNet weights bring their preprocessing into the model (see
+            :func:`input_scaling`); a ``.keras`` file brings its own.
         freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode) to train the
             head first.
         synchronized_bn: aggregate BN moments across replicas under a distribution strategy.
@@ -134,8 +141,10 @@ def build_resnet50(
     def norm_layer(layer_name: str) -> keras.layers.Layer:
         return make_norm(name=layer_name)
 
+    source = weights_source(weights)
+    scale, offset = input_scaling(source)
     inputs = keras.Input(shape=tuple(input_shape), name="pixels")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Rescaling(scale, offset, name="rescale")(inputs)
     x = apply_stem(x, norm_layer, small_input)
     for stage, (filters, blocks) in enumerate(STAGES, start=2):
         for block in range(1, blocks + 1):
@@ -148,11 +157,14 @@ def build_resnet50(
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        load_weights_by_name(model, weights)
+    if source is not None:
+        kind, path = source
+        if kind == "imagenet":
+            load_imagenet_resnet50(model, path)
+        else:
+            load_weights_by_name(model, path, "resnet50")
     if freeze_backbone:
-        for layer in backbone_layers(model):
-            layer.trainable = False
+        set_backbone_trainable(model, False)
     return model
 
 
@@ -165,77 +177,40 @@ def norm_class(norm: str) -> type:
     return {"ours": BatchNormalization, "keras": keras.layers.BatchNormalization}[norm]
 
 
-def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Returns the layers of a ResNet-50 built here that belong to the backbone (stem and stages)."""
-    return [layer for layer in model.layers if layer.name.startswith(BACKBONE_PREFIXES)]
-
-
-def load_weights_by_name(model: keras.Model, path: str | Path) -> int:
-    """Copies weights from a local Keras 3 ``.keras`` or ``.weights.h5`` file into matching layers.
-
-    A ``.keras`` file names its layers, so layers are matched by name; a bare ``.weights.h5`` file does not,
-    so they are matched by position among layers of the same class, as ``Model.load_weights`` does. Either
-    way a layer whose weights have other shapes in the file (a head for a different number of classes), or
-    that the file lacks, keeps its initial weights.
-
-    Args:
-        model: the model to fill.
-        path: the weights file; nothing is downloaded.
-
-    Returns:
-        The number of layers loaded.
-    """
-    import h5py  # a Keras dependency; imported here because only transfer learning needs it
-
-    path = Path(path).expanduser()
+def weights_source(weights: str | Path | None) -> tuple[str, Path] | None:
+    """What a ``weights`` option names: ``("imagenet", file)`` for keras.applications' ImageNet file (by
+    ``"imagenet"``, or a path to a file in its Keras 2 layout), ``("keras", file)`` for our own Keras 3
+    files, or None."""
+    if weights is None:
+        return None
+    if str(weights) == "imagenet":
+        return "imagenet", find_imagenet_file()
+    path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"resnet50: weights file not found: {path}")
-    own_keys = _storage_keys((type(layer).__name__, layer.name) for layer in model.layers)
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-                source = io.BytesIO(archive.read("model.weights.h5"))
-            saved_layers = config["config"]["layers"]
-            keys = _storage_keys((entry["class_name"], entry["config"]["name"]) for entry in saved_layers)
-        else:
-            source, keys = path, own_keys
-        with h5py.File(source, "r") as store:
-            loaded = _assign(model, store["layers"], keys)
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        raise UserError(f"resnet50: {path} is not a Keras 3 .keras or .weights.h5 file ({error})") from None
-    if loaded == 0:
-        raise UserError(f"resnet50: no layer of {path} matches this network's layers")
-    return loaded
+    return ("imagenet" if is_legacy_file(path) else "keras"), path
 
 
-def _storage_keys(layers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Maps layer names to the keys Keras 3 stores their weights under (class name in snake case + ordinal)."""
-    counts: dict[str, int] = {}
-    keys = {}
-    for class_name, name in layers:
-        key = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", class_name)).lower()
-        counts[key] = counts.get(key, -1) + 1
-        keys[name] = key if counts[key] == 0 else f"{key}_{counts[key]}"
-    return keys
+def input_scaling(source: tuple[str, Path] | None) -> tuple[Any, Any]:
+    """The ``rescale`` layer's ``(scale, offset)`` for weights from ``source`` (see :func:`weights_source`).
+
+    From scratch, pixels are scaled to [0, 1]. ImageNet weights expect Keras' "caffe" preprocessing: the
+    channel means subtracted, no scaling (the RGB-to-BGR flip is folded into the stem's kernel when they
+    are loaded). A ``.keras`` file keeps the scaling it was trained with; a bare ``.weights.h5`` cannot say,
+    and gets the default.
+    """
+    if source is not None and source[0] == "imagenet":
+        return 1.0, [-mean for mean in CAFFE_MEAN_RGB]
+    saved = saved_layer_config(source[1], "rescale") if source is not None else None
+    if saved is not None and _numbers(saved.get("scale")) and _numbers(saved.get("offset", 0.0)):
+        return saved["scale"], saved.get("offset", 0.0)
+    return 1.0 / 255.0, 0.0
 
 
-def _assign(model: keras.Model, stored, keys: dict[str, str]) -> int:
-    loaded = 0
-    for layer in model.layers:
-        key = keys.get(layer.name)
-        if not layer.weights or key not in stored or "vars" not in stored[key]:
-            continue
-        saved = stored[key]["vars"]
-        values = [saved[str(i)][()] for i in range(len(saved))]
-        if len(values) != len(layer.weights) or any(
-            tuple(v.shape) != tuple(w.shape) for v, w in zip(values, layer.weights, strict=True)
-        ):
-            continue
-        for variable, value in zip(layer.weights, values, strict=True):
-            variable.assign(value)
-        loaded += 1
-    return loaded
+def _numbers(value: Any) -> bool:
+    """Whether a saved Rescaling argument is a plain number or a list of them (not a serialised array)."""
+    values = value if isinstance(value, list) else [value]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def search_options(values: Mapping[str, Any]) -> dict[str, Any]:
