@@ -17,6 +17,7 @@ import numpy as np
 
 from yolol_tf.data.info import INDEX_FILE, INFO_FILE
 from yolol_tf.data.store import CROPS_PER_SHARD, FORMAT, VERSION, encode_example
+from yolol_tf.data.tfrecord import file_crc32c
 
 
 def write_store(
@@ -49,24 +50,27 @@ def write_store(
             raise ValueError("write_store needs size= when no split holds a sample")
         size = int(first.shape[0])
     (root / "shards").mkdir(parents=True, exist_ok=True)
-    rows, splits, row = [], {}, 0
+    rows, splits, files, row = [], {}, {}, 0
     for split, items in samples.items():
         shards = []
         for start in range(0, len(items), records_per_shard):
             shard = f"shards/{split}-{len(shards):05d}.tfrecord"
             shards.append(shard)
+            chunk = items[start : start + records_per_shard]
             with tf.io.TFRecordWriter(str(root / shard)) as writer:
-                for i, (image, label) in enumerate(items[start : start + records_per_shard], start):
+                for i, (image, label) in enumerate(chunk, start):
                     image, label = _checked(image, label, size, len(names), f"{split}[{i}]")
                     writer.write(encode_example(image.tobytes(), label.tobytes(), row))
                     ids = ";".join(map(str, np.flatnonzero(label)))
                     rows.append([split, f"images/{split}/{i}.jpg", 0, 0, 0, size, size, ids])
                     row += 1
+            files[shard] = {**_entry(root / shard), "records": len(chunk)}
         splits[split] = {"images": len(items), "crops": len(items), "shards": shards}
     with open(root / INDEX_FILE, "w", newline="", encoding="utf-8") as f:
         index = csv.writer(f, lineterminator="\n")
         index.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
         index.writerows(rows)
+    files[INDEX_FILE] = _entry(root / INDEX_FILE)
     options = {"size": size, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop"}
     info = {
         "format": FORMAT,
@@ -81,10 +85,16 @@ def write_store(
         "problems": 0,
         "skipped_small": 0,
         "fingerprint": "test",
+        "files": files,
     }
     # Written last, as prepare() does: its presence marks the store complete.
     (root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return root
+
+
+def _entry(path: Path) -> dict:
+    """A file's entry in dataset.json's ``files``: its size and CRC32C."""
+    return {"bytes": path.stat().st_size, "crc32c": f"{file_crc32c(path):08x}"}
 
 
 def _checked(

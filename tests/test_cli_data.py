@@ -38,6 +38,30 @@ def test_help_lists_data_commands_with_examples() -> None:
     assert "--min-visible" in out.stdout or command == "demo-data"
 
 
+def test_data_modules_print_only_to_stderr() -> None:
+    # stdout is for machine-readable output (--format json, csv): every message of the data layer goes to
+    # stderr, so that `yolol-tf ... > out.json` gets only the output.
+    import ast
+
+    for path in sorted((Path(demo.__file__).parent).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                assert any(k.arg == "file" for k in node.keywords), f"{path.name}:{node.lineno} prints to stdout"
+            if isinstance(node, ast.Attribute) and node.attr == "stdout":
+                raise AssertionError(f"{path.name}:{node.lineno} uses sys.stdout")
+
+
+def test_prepare_force_converts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(demo, "SPLIT_SIZES", SMALL)
+    data = demo.demo_data(tmp_path / "demo", seed=1)
+    args = ["prepare", str(data), "--out", str(tmp_path / "store"), "--size", "16", "--workers", "1"]
+    assert run(args) == 0 and run(args) == 0
+    assert "Reusing" in capsys.readouterr().err
+    assert run([*args, "--force"]) == 0
+    captured = capsys.readouterr()
+    assert f"Rebuilding the store {tmp_path / 'store'}: --force" in captured.err and captured.out == ""
+
+
 def test_demo_data_then_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(demo, "SPLIT_SIZES", SMALL)
     assert run(["demo-data", str(tmp_path / "demo"), "--seed", "3"]) == 0

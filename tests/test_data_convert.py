@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import crc32c
 import numpy as np
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from yolol_tf.data import store as store_module
 from yolol_tf.data.crops import cut, plan_crops, plan_image
 from yolol_tf.data.images import read_image
 from yolol_tf.data.store import encode_example, prepare, read_problems
+from yolol_tf.data.tfrecord import verify
 from yolol_tf.data.yolo import Box
 from yolol_tf.errors import UserError
 
@@ -125,8 +127,17 @@ def test_store_holds_the_letterboxed_crops_labels_and_rows(tmp_path):
     data = write_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, tmp_path / "store", size=32, workers=1, progress=False)
     info = json.loads((store / "dataset.json").read_text())
-    assert info["format"] == "yolol-tf-store" and info["version"] == 1 and info["mode"] == "crop"
+    assert info["format"] == "yolol-tf-store" and info["version"] == 2 and info["mode"] == "crop"
     assert info["splits"]["train"] == {"images": 3, "crops": 6, "shards": ["shards/train-00000.tfrecord"]}
+    # Every file's size and CRC32C (and each shard's record count), as taken while writing, equal the files'.
+    assert sorted(info["files"]) == sorted(
+        ["index.csv", "problems.csv", *(f"shards/{s}-00000.tfrecord" for s in ("train", "val", "test"))]
+    )
+    for name, entry in info["files"].items():
+        data = (store / name).read_bytes()
+        assert entry["bytes"] == len(data) and entry["crc32c"] == f"{crc32c.crc32c(data):08x}", name
+        if name.startswith("shards/"):
+            assert entry["records"] == verify(store / name)
     assert info["options"] == {"size": 32, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop"}
     rows = _read_index(store)
     assert list(rows[0]) == ["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"]

@@ -9,12 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import crc32c
 import numpy as np
 import pytest
 
 from tests.helpers_data import write_dataset
 from yolol_tf.data.store import encode_example, prepare
-from yolol_tf.data.tfrecord import CorruptRecordError, TFRecordWriter, read_records, verify
+from yolol_tf.data.tfrecord import CorruptRecordError, TFRecordWriter, file_crc32c, read_records, verify
 from yolol_tf.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +28,9 @@ def _write(path: Path, records: list[bytes]) -> Path:
         for r in records:
             writer.write(r)
     assert writer.count == len(records)
+    # The size and checksum a store records are taken while writing, and are those of the file.
+    data = path.read_bytes()
+    assert writer.size == len(data) and writer.checksum == crc32c.crc32c(data) == file_crc32c(path)
     return path
 
 

@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # TensorFlow's DataLossError from a damaged store surfaces in model.fit, far from the pipeline.
+        from yolol_tf.data.integrity import read_error
+
+        error = read_error(e)
+        if error is None:
+            raise
+        print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 

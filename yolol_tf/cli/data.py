@@ -39,6 +39,9 @@ def prepare_command(
         Mode, typer.Option(help="crop: one sample per box; image: one per whole image.")
     ] = Mode.crop,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first data problem.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Convert again even if the store is whole and up to date.")
+    ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Decoding processes. Default: one per CPU core.")
     ] = None,
@@ -46,8 +49,9 @@ def prepare_command(
     """Convert a YOLO dataset into a crop store that training reads at full speed.
 
     Each box becomes a letterboxed crop labelled with its class and the classes of the boxes mostly
-    inside it. Running it again on an unchanged dataset reuses the store. Problems in the data are
-    listed (file, line, value) and skipped; --strict stops at the first.
+    inside it. Running it again on an unchanged dataset reuses the store, once its files are checked
+    against the sizes and checksums recorded when it was written (a damaged store is converted again).
+    Problems in the data are listed (file, line, value) and skipped; --strict stops at the first.
 
     Example: yolol-tf prepare data.yaml --out store --size 64
     """
@@ -56,7 +60,7 @@ def prepare_command(
 
     store = prepare(
         data, out, size=size, context=context, min_visible=min_visible, min_box=min_box, mode=mode.value,
-        strict=strict, workers=workers,
+        strict=strict, force=force, workers=workers,
     )  # fmt: skip
     print(describe_store(store), file=sys.stderr)
 

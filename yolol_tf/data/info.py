@@ -14,7 +14,9 @@ from typing import Any
 from yolol_tf.errors import UserError
 
 STORE_FORMAT = "yolol-tf-store"
-STORE_VERSION = 1
+# 2: dataset.json lists every file's size and CRC32C and each shard's record count ("files").
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 stores are still read, with the checks their dataset.json allows
 INFO_FILE = "dataset.json"
 INDEX_FILE = "index.csv"
 SPLITS = ("train", "val", "test")
@@ -41,11 +43,14 @@ class DatasetInfo:
     source: str = ""
 
 
-def read_store_json(store: str | os.PathLike) -> dict[str, Any]:
-    """Reads and checks ``STORE/dataset.json``; a missing or half-written store is a ``UserError``.
+def read_store_json(store: str | os.PathLike, *, check_files: bool = True) -> dict[str, Any]:
+    """Reads and checks ``STORE/dataset.json``; a missing, half-written or damaged store is a ``UserError``.
 
     Args:
         store: the store folder (the one ``yolol-tf prepare`` wrote).
+        check_files: also check the store's files against it (a ``stat`` each: see
+            :func:`yolol_tf.data.integrity.damage`), so that a truncated shard, a missing index.csv or an
+            edited dataset.json is refused here rather than by TensorFlow mid-training.
     """
     store = Path(store)
     path = store / INFO_FILE
@@ -62,12 +67,13 @@ def read_store_json(store: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise UserError(f'{path}: not a yolol-tf store (expected "format": "{STORE_FORMAT}")')
-    if meta.get("version") != STORE_VERSION:
+    if type(meta.get("version")) is not int or meta["version"] not in READABLE_VERSIONS:
         raise UserError(
-            f"{path}: store version {meta.get('version')!r} is not supported (this yolol-tf reads version "
-            f"{STORE_VERSION}); prepare the dataset again."
+            f"{path}: store version {meta.get('version')!r} is not supported (this yolol-tf reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); prepare the dataset again."
         )
-    for key in ("names", "num_classes", "size", "splits"):
+    keys = ("names", "num_classes", "size", "splits") + (("files",) if meta["version"] >= 2 else ())
+    for key in keys:
         if key not in meta:
             raise UserError(f"{path}: incomplete store, key {key!r} is missing")
     if len(meta["names"]) != meta["num_classes"]:
@@ -76,9 +82,12 @@ def read_store_json(store: str | os.PathLike) -> dict[str, Any]:
         for key in ("crops", "shards"):
             if key not in entry:
                 raise UserError(f"{path}: incomplete store, splits.{split}.{key} is missing")
-        for shard in entry["shards"]:
-            if not (store / shard).is_file():
-                raise UserError(f"{path}: shard listed for split {split!r} is missing: {store / shard}")
+    if check_files:
+        from yolol_tf.data import integrity  # it reads this module's names
+
+        problem = integrity.damage(store, meta)
+        if problem:
+            raise integrity.damaged(store, meta, problem)
     return meta
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from yolol_tf.data.info import DatasetInfo, read_info, read_store_json
+from yolol_tf.data.integrity import note_reading
 from yolol_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -124,6 +125,14 @@ def load(
         drop_remainder: drop a last, smaller batch (keeps batch shapes static).
         repeat: repeat forever (for ``steps_per_epoch``).
 
+    Raises:
+        UserError: for a missing split or a bad argument, and for a damaged store (a shard missing or of
+            another size than dataset.json records, index.csv missing, dataset.json edited to a size or
+            class count its shards do not hold), found here from the files' sizes, before TensorFlow
+            reads them. A record damaged in place still raises ``tf.errors.DataLossError`` while iterating;
+            :func:`yolol_tf.data.integrity.read_error` turns it into one line naming the store and shard
+            (the CLI does so for every command).
+
     Example:
         >>> ds = load("store", "train", 64, training=True, augment=0.5)  # doctest: +SKIP
     """
@@ -131,6 +140,7 @@ def load(
     meta = read_store_json(store)
     _check_args(split, meta["splits"], batch_size, augment, store)
     size, num_classes = int(meta["size"]), int(meta["num_classes"])
+    note_reading(store, meta["splits"][split]["shards"])
     files = [str(store / s) for s in meta["splits"][split]["shards"]]
     crops = int(meta["splits"][split]["crops"])
     if training:

@@ -1,172 +1,59 @@
 """Converting a YOLO dataset into a crop store: TFRecord shards of raw pixels, index.csv, dataset.json.
 
-Images are decoded and cut on all cores (a process pool, results taken in order so the output is the same
+Images are decoded and cut on all cores (``workers.py``, results in order so the output is the same
 whatever the number of workers); the main process streams the crops into fixed-size shards, so memory stays
-bounded whatever the dataset's size. The store is built in a hidden sibling folder and renamed into place
-when complete, with dataset.json written last, so an interrupted run never leaves a store that looks
-complete. An unchanged dataset converted with the same options reuses the store.
+bounded whatever the dataset's size, and records each file's size and CRC32C as it writes it. The store is
+built in a hidden sibling folder and renamed into place when complete, with dataset.json written last, so an
+interrupted run (Ctrl-C, or SIGTERM, which is made to clean up the same way) never leaves a store that looks
+complete. An unchanged dataset converted with the same options reuses the store, once its files pass the
+checks of ``integrity.py``; a damaged one is converted again, saying why.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import hashlib
 import json
-import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
+import crc32c
+
+from yolol_tf.data import integrity
 from yolol_tf.data.demo import cache_root
-from yolol_tf.data.images import read_image
+from yolol_tf.data.info import INDEX_FILE, INFO_FILE, STORE_FORMAT, STORE_VERSION, read_store_json
+from yolol_tf.data.records import encode_example, with_row  # noqa: F401  (encode_example: re-exported)
 from yolol_tf.data.settings import DataSettings
 from yolol_tf.data.tfrecord import TFRecordWriter
-from yolol_tf.data.yolo import PROBLEM_KINDS, ImageItem, Problem, YoloDataset, find_dataset, parse_labels
+from yolol_tf.data.workers import Workers, convert_image, cpu_count, init_worker, workers_can_start
+from yolol_tf.data.yolo import PROBLEM_KINDS, Problem, YoloDataset, find_dataset
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
 
-FORMAT, VERSION = "yolol-tf-store", 1
+FORMAT, VERSION = STORE_FORMAT, STORE_VERSION
+PROBLEMS_FILE = "problems.csv"
 CROPS_PER_SHARD = 2048  # ~25 MB shards at size 64: large sequential reads, enough shards to interleave
 _SHOWN_PROBLEMS = 20  # problems printed in the summary; all of them go to problems.csv
 
 
-@dataclass
-class _ImageResult:
-    """What a worker made of one image."""
-
-    problems: list[Problem] = field(default_factory=list)
-    crops: list[tuple[Sample, bytes]] = field(default_factory=list)  # with encode_features' bytes
-    skipped_small: int = 0
-
-
-_OPTIONS: dict[str, Any] = {}  # set in each worker by _init_worker, so tasks carry only paths
-
-
-def _init_worker(options: dict[str, Any], pooled: bool = True) -> None:
-    if pooled:
-        import cv2
-
-        cv2.setNumThreads(1)  # parallelism comes from the processes; threads would only contend
-    _OPTIONS.clear()
-    _OPTIONS.update(options)
-
-
-def _convert_image(item: ImageItem) -> _ImageResult:
-    """Parses an image's labels, decodes it and cuts its crops (runs in a worker)."""
-    o = _OPTIONS
-    boxes, problems = parse_labels(item.label, o["num_classes"])
-    result = _ImageResult(problems)
-    try:
-        image = read_image(item.image)
-    except UserError as e:
-        result.problems.append(Problem("image", item.image, None, item.rel, e.message.split(": ", 1)[-1]))
-        return result
-    except Exception as e:  # a decoder failing on a malformed file must not stop the conversion
-        result.problems.append(Problem("image", item.image, None, item.rel, f"cannot decode ({e})"))
-        return result
-    height, width = image.shape[:2]
-    if o["mode"] == "image":
-        samples = [plan_image(boxes, width, height)]
-    else:
-        samples, result.skipped_small = plan_crops(
-            boxes, width, height, context=o["context"], min_visible=o["min_visible"], min_box=o["min_box"]
-        )
-    for s in samples:
-        pixels = cut(image, s.window, o["size"]).tobytes()
-        result.crops.append((s, encode_features(pixels, multi_hot(s.label_ids, o["num_classes"]).tobytes())))
-    return result
-
-
-def _convert_batch(items: list[ImageItem]) -> list[_ImageResult]:
-    return [_convert_image(i) for i in items]
-
-
-def _pool_context() -> Any:
-    """A forkserver where there is one, else spawn; never a plain fork.
-
-    Forking the caller is unsafe: a parent that has run OpenCV's or TensorFlow's thread pools leaves the
-    child their locks but not their threads, and the child hangs on its first parallel call. The
-    forkserver is a fresh process that only imports this module; workers forked from it start in
-    milliseconds, and it lives on for later calls.
-    """
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def _workers_can_start() -> bool:
-    """Whether pool workers can re-import the caller's main script, as forkserver and spawn do.
-
-    A script read from stdin cannot be re-imported; its conversion runs in-process instead of hanging.
-    """
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main_file is None or os.path.isfile(main_file)
-
-
-def _results(items: list[ImageItem], pool: Any, workers: int) -> Iterator[_ImageResult]:
-    """Results in input order, with a bounded number of batches in flight (bounded memory)."""
-    if pool is None:
-        yield from map(_convert_image, items)
-        return
-    batch = max(1, min(16, len(items) // (workers * 8)))
-    pending: collections.deque = collections.deque()
-    for start in range(0, len(items), batch):
-        pending.append(pool.apply_async(_convert_batch, (items[start : start + batch],)))
-        if len(pending) >= workers * 4:
-            yield from pending.popleft().get()
-    while pending:
-        yield from pending.popleft().get()
-
-
-# tf.train.Example encoded by hand (protobuf wire format), so workers need no TensorFlow.
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _entry(key: bytes, feature: bytes) -> bytes:
-    """One entry of the ``Features.feature`` map (field 1): key = 1, value = 2."""
-    return _field(1, _field(1, key) + _field(2, feature))
-
-
-def encode_features(image: bytes, label: bytes) -> bytes:
-    """The image and label entries of an Example's feature map (Feature.bytes_list = 1, BytesList.value = 1)."""
-    return _entry(b"image", _field(1, _field(1, image))) + _entry(b"label", _field(1, _field(1, label)))
-
-
-def with_row(features: bytes, row: int) -> bytes:
-    """A serialized ``tf.train.Example``: ``features`` plus the row entry (Feature.int64_list = 3, packed)."""
-    return _field(1, features + _entry(b"row", _field(3, _field(1, _varint(row)))))  # Example.features = 1
-
-
-def encode_example(image: bytes, label: bytes, row: int) -> bytes:
-    """A serialized ``tf.train.Example`` with features image (bytes), label (bytes) and row (int64)."""
-    return with_row(encode_features(image, label), row)
-
-
 class _ShardWriter:
-    """Writes records into ``shards/<split>-NNNNN.tfrecord``, a new shard every ``per_shard`` records."""
+    """Writes records into ``shards/<split>-NNNNN.tfrecord``, a new shard every ``per_shard`` records.
 
-    def __init__(self, store: Path, split: str, per_shard: int):
-        self._store, self._split, self._per_shard = store, split, per_shard
-        self._writer: Any = None
+    ``files`` gets each finished shard's entry for dataset.json: size, records and CRC32C, as written.
+    """
+
+    def __init__(self, store: Path, split: str, per_shard: int, files: dict[str, dict[str, Any]]):
+        self._store, self._split, self._per_shard, self._files = store, split, per_shard, files
+        self._writer: TFRecordWriter | None = None
         self.count = 0
         self.shards: list[str] = []
 
@@ -176,44 +63,127 @@ class _ShardWriter:
             name = f"shards/{self._split}-{len(self.shards):05d}.tfrecord"
             self._writer = TFRecordWriter(self._store / name)
             self.shards.append(name)
+        assert self._writer is not None
         self._writer.write(record)
         self.count += 1
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            w, self._writer = self._writer, None
+            w.close()
+            entry = {"bytes": w.size, "records": w.count, "crc32c": f"{w.checksum:08x}"}
+            self._files[self.shards[-1]] = entry
 
 
-def cpu_count() -> int:
-    """The cores this process may use (fewer than the machine's under a CPU affinity mask)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+class _TextFile:
+    """A UTF-8 text file for ``csv.writer`` that keeps its size and CRC32C as it is written."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "wb", buffering=1 << 16)
+        self.size, self.checksum = 0, 0
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self._file.write(data)
+        self.size += len(data)
+        self.checksum = crc32c.crc32c(data, self.checksum)
+        return len(text)
+
+    def entry(self) -> dict[str, Any]:
+        """The file's entry for dataset.json."""
+        return {"bytes": self.size, "crc32c": f"{self.checksum:08x}"}
+
+    def __enter__(self) -> _TextFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 def fingerprint(dataset: YoloDataset, options: dict[str, Any]) -> str:
-    """A hash of the options, the class names and every image and label file's path, size and mtime."""
+    """A hash of the options, the class names, every image's path, size and mtime, and every label file.
+
+    Label files are hashed by content: they are small, and an edit that keeps a file's size and mtime (a
+    class id changed in place, a tool that restores times, a checkout) must not reuse crops labelled from
+    the old text. Images are keyed by path, size and mtime only: hashing them would read the whole dataset
+    at every reuse (gigabytes, a good part of a conversion), and an image edited in place to the same size
+    with its mtime restored is far rarer than a relabelled box.
+    """
     h = hashlib.sha256(json.dumps([FORMAT, VERSION, options, dataset.names], sort_keys=True).encode())
+    labels: dict[str, str] = {}  # a label file read by two splits is read once
     for split, items in dataset.splits.items():
         for item in items:
-            for path in (item.image, item.label):
-                try:
-                    st = os.stat(path)
-                    h.update(f"{split}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                except OSError:
-                    h.update(f"{split}\0{path}\0-\n".encode())
+            try:
+                st = os.stat(item.image)
+                h.update(f"{split}\0{item.image}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{split}\0{item.image}\0-\n".encode())
+            if item.label not in labels:
+                labels[item.label] = _file_hash(item.label)
+            h.update(f"{split}\0{item.label}\0{labels[item.label]}\n".encode())
     for p in dataset.problems:
         h.update(f"{p}\n".encode())
     return h.hexdigest()
 
 
-def _is_complete(store: Path, fp: str) -> bool:
+def _file_hash(path: str) -> str:
     try:
-        info = json.loads((store / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("format") == FORMAT and info.get("fingerprint") == fp
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "-"  # missing (an image without labels) or unreadable (reported when converting)
+
+
+def _reuse_problem(out: Path, fp: str, dataset: YoloDataset, options: dict[str, Any]) -> str | None:
+    """Why the store at ``out`` cannot be reused for ``fp``: "" when there is none, None when it can be.
+
+    A store is reused only when it was converted from this dataset with these options, its dataset.json
+    still says so, and every file is there, of the size and CRC32C it was written with (see
+    :mod:`yolol_tf.data.integrity` for the cost).
+    """
+    if not (out / INFO_FILE).is_file():
+        return ""
+    try:
+        meta = read_store_json(out, check_files=False)
+    except UserError as e:
+        return e.message
+    if meta["version"] != VERSION:
+        return f"it was written by an older yolol-tf (store version {meta['version']})"
+    if meta.get("fingerprint") != fp:
+        return "the dataset or the options changed"
+    expected = {"names": dataset.names, "num_classes": len(dataset.names), "size": options["size"],
+                "mode": options["mode"], "options": options}  # fmt: skip
+    for key, value in expected.items():
+        if meta.get(key) != value:
+            return f"dataset.json says {key} is {meta.get(key)!r}, the dataset and options give {value!r}"
+    return integrity.damage(out, meta) or integrity.checksum_damage(out, meta)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Makes SIGTERM (``kill``, a scheduler's stop) interrupt the conversion as Ctrl-C does.
+
+    By default SIGTERM ends the process at once: no cleanup, so the partial folder and the lock stay behind.
+    Raising KeyboardInterrupt runs the same cleanup as Ctrl-C: the workers are terminated (or are already
+    gone, when the signal went to the whole process group) and the partial folder removed. A handler
+    someone else installed is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated (signal {signum})")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _remove_stale(out: Path) -> None:
@@ -235,6 +205,7 @@ def prepare(
     *,
     settings: DataSettings | None = None,
     strict: bool = False,
+    force: bool = False,
     workers: int | None = None,
     progress: bool = True,
     **options: Any,
@@ -248,6 +219,7 @@ def prepare(
             :class:`~yolol_tf.data.settings.DataSettings`); its ``data`` and ``val`` are not used here.
         **options: settings given one by one (``size=32``), over ``settings``.
         strict: raise on the first data problem instead of converting what is sound.
+        force: convert again even when the store could be reused.
         workers: processes decoding images; None means one per CPU core, 1 means no pool.
         progress: show a progress bar.
 
@@ -266,8 +238,8 @@ def prepare(
     out = Path(out).expanduser().absolute()
     if strict and dataset.problems:
         raise UserError(f"{dataset.problems[0]} (--strict)")
-    with exclusive(out, what="conversion"):
-        return _build(out, dataset, options, fp, strict, workers, progress)
+    with _sigterm_interrupts(), exclusive(out, what="conversion"):
+        return _build(out, dataset, options, fp, strict, force, workers, progress)
 
 
 def _build(
@@ -276,18 +248,22 @@ def _build(
     options: dict[str, Any],
     fp: str,
     strict: bool,
+    force: bool,
     workers: int | None,
     progress: bool,
 ) -> Path:
-    """Reuses the store at ``out`` if it is complete for ``fp``, else converts into it (lock held)."""
-    if _is_complete(out, fp):
+    """Reuses the store at ``out`` if it is whole and made for ``fp``, else converts into it (lock held)."""
+    why = "--force" if force and (out / INFO_FILE).is_file() else _reuse_problem(out, fp, dataset, options)
+    if why is None:
         # A store converted without --strict may hold problems that --strict must still refuse.
-        recorded = read_problems(out) if strict and (out / "problems.csv").is_file() else []
+        recorded = read_problems(out) if strict else []
         if recorded:
             raise UserError(f"{recorded[0]} (--strict; recorded when {out} was converted)")
         print(f"Reusing the store {out} (dataset and options unchanged)", file=sys.stderr)
         return out
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "dataset.json").exists())):
+    if why:
+        print(f"Rebuilding the store {out}: {why}", file=sys.stderr)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / INFO_FILE).exists())):
         raise UserError(
             f"--out exists and is not a yolol-tf store; refusing to overwrite it. Received: {out}"
         )
@@ -321,22 +297,25 @@ def _write_store(
     total = sum(len(items) for items in dataset.splits.values())
     workers = min(workers or cpu_count(), total)
     pool = None
-    if workers > 1 and _workers_can_start():
-        pool = _pool_context().Pool(workers, initializer=_init_worker, initargs=(worker_options,))
+    if workers > 1 and workers_can_start():
+        pool = Workers(workers, worker_options)
     else:
-        _init_worker(worker_options, pooled=False)
+        init_worker(worker_options, pooled=False)
+    finished = False
     problems = list(dataset.problems)
     splits: dict[str, Any] = {}
+    files: dict[str, dict[str, Any]] = {}
     skipped_small, row = 0, 0
     try:
-        with open(tmp / "index.csv", "w", newline="", encoding="utf-8") as f:
-            index = csv.writer(f, lineterminator="\n")
+        with _TextFile(tmp / INDEX_FILE) as index_file:
+            index = csv.writer(index_file, lineterminator="\n")
             index.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
             for split, items in dataset.splits.items():
-                writer = _ShardWriter(tmp, split, CROPS_PER_SHARD)
+                writer = _ShardWriter(tmp, split, CROPS_PER_SHARD, files)
                 bar = tqdm(total=len(items), desc=f"prepare {split}", unit="img", disable=not progress)
                 try:
-                    for item, result in zip(items, _results(items, pool, workers), strict=True):
+                    results = map(convert_image, items) if pool is None else pool.results(items)
+                    for item, result in zip(items, results, strict=True):
                         if strict and result.problems:
                             raise UserError(f"{result.problems[0]} (--strict)")
                         problems += result.problems
@@ -353,13 +332,14 @@ def _write_store(
                     bar.close()
                 if writer.count:
                     splits[split] = {"images": len(items), "crops": writer.count, "shards": writer.shards}
+        finished = True
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.close(finished=finished)
+    files[INDEX_FILE] = index_file.entry()
     # Splits that share images (a val that is the train) find the same problems: each is reported once.
     problems = list(dict.fromkeys(problems))
-    _write_problems(tmp / "problems.csv", problems)
+    files[PROBLEMS_FILE] = _write_problems(tmp / PROBLEMS_FILE, problems)
     info = {
         "format": FORMAT,
         "version": VERSION,
@@ -373,23 +353,26 @@ def _write_store(
         "problems": len(problems),
         "skipped_small": skipped_small,
         "fingerprint": fp,
+        "files": files,
     }
     # Written last: its presence marks the store complete.
-    (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"splits": splits, "problems": problems, "skipped_small": skipped_small}
 
 
-def _write_problems(path: Path, problems: list[Problem]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+def _write_problems(path: Path, problems: list[Problem]) -> dict[str, Any]:
+    """Writes problems.csv and returns its entry for dataset.json."""
+    with _TextFile(path) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["kind", "file", "line", "value", "message"])
         for p in problems:
             w.writerow([p.kind, p.file, p.line or "", p.value, p.message])
+    return f.entry()
 
 
 def read_problems(store: str | os.PathLike) -> list[Problem]:
     """The problems a conversion recorded in ``store/problems.csv``."""
-    with open(Path(store) / "problems.csv", newline="", encoding="utf-8") as f:
+    with open(Path(store) / PROBLEMS_FILE, newline="", encoding="utf-8") as f:
         return [
             Problem(r["kind"], r["file"], int(r["line"]) if r["line"] else None, r["value"], r["message"])
             for r in csv.DictReader(f)
@@ -423,4 +406,4 @@ def _print_summary(out: Path, dataset: YoloDataset, summary: dict[str, Any]) -> 
         print(f"  {p}", file=sys.stderr)
     if len(problems) > _SHOWN_PROBLEMS:
         print(f"  ... and {len(problems) - _SHOWN_PROBLEMS} more", file=sys.stderr)
-    print(f"All problems are listed in {out / 'problems.csv'}", file=sys.stderr)
+    print(f"All problems are listed in {out / PROBLEMS_FILE}", file=sys.stderr)

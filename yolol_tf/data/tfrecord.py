@@ -34,6 +34,11 @@ def masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def framed_size(length: int) -> int:
+    """The bytes a record of ``length`` bytes takes in a TFRecord file, framing included."""
+    return _HEADER.size + length + _CRC.size
+
+
 def _frame(record: bytes) -> tuple[bytes, bytes]:
     """The bytes written before and after ``record``: its length and checksums."""
     length = _LENGTH.pack(len(record))
@@ -43,25 +48,34 @@ def _frame(record: bytes) -> tuple[bytes, bytes]:
 class TFRecordWriter:
     """Appends records to a new TFRecord file, one at a time (memory stays at one buffer, not one file).
 
-    Use it as a context manager, or call ``close``; the file is complete only once closed.
+    Use it as a context manager, or call ``close``; the file is complete only once closed. It keeps the
+    file's length and CRC32C as it writes, so a store can record them without reading its shards again.
 
     Args:
         path: the file to create (an existing one is truncated).
+
+    Attributes:
+        count: records written.
+        size: bytes written.
+        checksum: the CRC32C of the bytes written (not masked), as :func:`file_crc32c` computes it.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._file: BinaryIO | None = open(self.path, "wb", buffering=_BUFFER)
         self.count = 0
+        self.size = 0
+        self.checksum = 0
 
     def write(self, record: bytes) -> None:
         """Appends one record."""
         if self._file is None:
             raise ValueError(f"{self.path}: write after close")
         header, footer = _frame(record)
-        self._file.write(header)
-        self._file.write(record)
-        self._file.write(footer)
+        for part in (header, record, footer):
+            self._file.write(part)
+            self.checksum = crc32c.crc32c(part, self.checksum)
+        self.size += len(header) + len(record) + len(footer)
         self.count += 1
 
     def close(self) -> None:
@@ -77,18 +91,33 @@ class TFRecordWriter:
         self.close()
 
 
+def file_crc32c(path: str | os.PathLike) -> int:
+    """The CRC32C of a whole file (hardware-accelerated: reading it costs more than the sum).
+
+    Raises:
+        OSError: when the file cannot be read.
+    """
+    value = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(4 * _BUFFER):
+            value = crc32c.crc32c(chunk, value)
+    return value
+
+
 class CorruptRecordError(UserError):
     """A TFRecord file that is truncated or fails a checksum; the message names the file and byte offset.
 
     Attributes:
         path: the file.
         offset: byte offset of the start of the bad record.
+        problem: what is wrong with it, e.g. "record data fails its checksum".
     """
 
     def __init__(self, path: str, offset: int, problem: str):
         super().__init__(f"{path}: {problem} at byte offset {offset}")
         self.path = path
         self.offset = offset
+        self.problem = problem
 
 
 def read_records(path: str | os.PathLike) -> Iterator[bytes]:
