@@ -245,7 +245,8 @@ def format_predictions(preds: Sequence[Prediction], fmt: str = "table") -> str:
         writer.writerow(["image", "box", "x1", "y1", "x2", "y2", "labels", *names])
         for p in preds:
             xyxy = list(p.xyxy) if p.xyxy else ["", "", "", ""]
-            labels = ";".join(n for n, _ in p.labels)
+            # A JSON list: a class name may hold any separator, and the CSV writer quotes the cell.
+            labels = json.dumps([n for n, _ in p.labels], ensure_ascii=False)
             writer.writerow(
                 [
                     p.image,
