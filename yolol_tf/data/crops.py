@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from yolol_tf.data.images import letterbox
-from yolol_tf.data.yolo import Box
+from yolol_tf.data.labels import Box
 
 # Labels are written with ~6 decimals: an edge at 3.99998 px is at 4, not a pixel row further out.
 _EPS = 1e-2

@@ -18,8 +18,9 @@ from typing import Any
 
 from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
 from yolol_tf.data.images import read_image
+from yolol_tf.data.labels import Problem, parse_labels
 from yolol_tf.data.records import encode_features
-from yolol_tf.data.yolo import ImageItem, Problem, parse_labels
+from yolol_tf.data.yolo import ImageItem
 from yolol_tf.errors import UserError
 
 

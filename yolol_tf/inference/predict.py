@@ -87,7 +87,7 @@ def read_boxes(label_file: Path, width: int, height: int) -> list[tuple[int, tup
         height: image height in pixels.
     """
     from yolol_tf.data.crops import plan_crops
-    from yolol_tf.data.yolo import parse_labels
+    from yolol_tf.data.labels import parse_labels
 
     boxes, problems = parse_labels(str(label_file), 1 << 30)
     for problem in problems:
