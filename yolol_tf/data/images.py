@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -25,6 +26,12 @@ PAD_VALUE = 114  # the grey Ultralytics pads with, so crops look like YOLO train
 # IMREAD_COLOR applies the EXIF orientation (JPEG, PNG and WebP in OpenCV 5), turns grayscale into three
 # channels and drops alpha. The RGB variant (OpenCV >= 4.10) saves a colour conversion per image.
 _READ_FLAGS = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
+# A JPEG decoded at 1/2, 1/4 or 1/8 of its size: the decoder scales in the DCT domain, skipping most of the
+# inverse transform, which is cheaper than decoding it whole and then shrinking it.
+_REDUCED_FLAGS = {
+    factor: (flag & ~cv2.IMREAD_COLOR) | _READ_FLAGS
+    for factor, flag in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
+}
 
 # Pillow's own default limit (89.5 megapixels, about 256 MiB as 24-bit RGB): far above any photo or camera
 # frame a detector is trained on, far below what exhausts a machine's memory.
@@ -99,7 +106,12 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = None,
+    *,
+    reduction: Callable[[int, int], int] | None = None,
+) -> np.ndarray:
     """Reads an image file as RGB uint8 ``[H, W, 3]``, with its EXIF orientation applied.
 
     Grayscale images are made RGB; the alpha channel of RGBA images is dropped; 16-bit images are
@@ -109,6 +121,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         path: the image file (jpg, jpeg, png, bmp, webp, in any letter case).
         max_pixels: refuse images whose header declares more pixels than this, before decoding them;
             None reads the limit from ``pixel_limit()``.
+        reduction: given the size the header declares (width, height, before EXIF orientation), how much
+            smaller the caller can use the image: 1, 2, 4 or 8. A JPEG is then decoded that much smaller
+            (its side rounded up); other formats are always decoded whole.
 
     Raises:
         UserError: naming the file when it is missing, cannot be decoded, or declares more pixels than
@@ -129,7 +144,10 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
             f"the limit of {limit} pixels; decoding it could exhaust memory. If the image is genuine, set "
             f"{MAX_PIXELS_ENV}={width * height}"
         )
-    image = cv2.imdecode(data, _READ_FLAGS) if data.size else None
+    flags = _READ_FLAGS
+    if reduction is not None and size is not None and bytes(data[:2]) == b"\xff\xd8":
+        flags = _REDUCED_FLAGS.get(reduction(*size), _READ_FLAGS)
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise UserError(f"{path}: not a readable image (empty, truncated or of an unknown format)")
     if _READ_FLAGS == cv2.IMREAD_COLOR:

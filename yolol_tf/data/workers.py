@@ -8,6 +8,7 @@ rather than a hang, and stopping them (Ctrl-C, SIGTERM) is quiet.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -61,25 +62,76 @@ def convert_image(item: ImageItem) -> ImageResult:
     o = _OPTIONS
     boxes, problems = parse_labels(item.label, o["num_classes"])
     result = ImageResult(problems)
+    decoded: dict[str, Any] = {}
     try:
-        image = read_image(item.image)
+        image = read_image(item.image, reduction=_reduction(boxes, o, decoded))
     except UserError as e:
         result.problems.append(Problem("image", item.image, None, item.rel, e.message.split(": ", 1)[-1]))
         return result
     except Exception as e:  # a decoder failing on a malformed file must not stop the conversion
         result.problems.append(Problem("image", item.image, None, item.rel, f"cannot decode ({e})"))
         return result
-    height, width = image.shape[:2]
+    # Crops are planned at the image's full size (index.csv records full-size pixels) and cut from the
+    # decoded image, which a JPEG may be at a fraction of that size.
+    width, height = _full_size(image, decoded)
     if o["mode"] == "image":
         samples = [plan_image(boxes, width, height)]
     else:
         samples, result.skipped_small = plan_crops(
             boxes, width, height, context=o["context"], min_visible=o["min_visible"], min_box=o["min_box"]
         )
+    sx, sy = image.shape[1] / width, image.shape[0] / height
     for s in samples:
-        pixels = cut(image, s.window, o["size"]).tobytes()
+        pixels = cut(image, _scaled(s.window, sx, sy), o["size"]).tobytes()
         result.crops.append((s, encode_features(pixels, multi_hot(s.label_ids, o["num_classes"]).tobytes())))
     return result
+
+
+def _reduction(boxes: list, options: dict[str, Any], decoded: dict[str, Any]) -> Any:
+    """How much smaller an image may be decoded while every crop keeps ``size`` pixels across its window.
+
+    A crop's window is at least its box (or the whole image in image mode), and the letterbox scales the
+    window's longer side to ``size``: decoding at 1/f loses nothing while that side is ``size * f`` pixels
+    or more. The box's side is taken in both orientations, as the header's size is the one before EXIF
+    rotation. Records the size and factor in ``decoded`` for :func:`_full_size`.
+    """
+
+    def reduction(width: int, height: int) -> int:
+        if options["mode"] == "image":
+            longest = max(width, height)
+        elif not boxes:
+            longest = max(width, height)  # nothing to cut: decoding only checks the image is readable
+        else:
+            longest = min(
+                min(max((b.x2 - b.x1) * width, (b.y2 - b.y1) * height),
+                    max((b.x2 - b.x1) * height, (b.y2 - b.y1) * width))
+                for b in boxes
+            )  # fmt: skip
+        factor = next((f for f in (8, 4, 2) if longest >= options["size"] * f), 1)
+        decoded.update(size=(width, height), factor=factor)
+        return factor
+
+    return reduction
+
+
+def _full_size(image: Any, decoded: dict[str, Any]) -> tuple[int, int]:
+    """(width, height) of the image at full size, with its EXIF orientation, from what was decoded."""
+    height, width = image.shape[:2]
+    if not decoded or decoded["factor"] == 1 or (width, height) in (decoded["size"], decoded["size"][::-1]):
+        return width, height  # decoded whole
+    w, h = decoded["size"]
+    f = decoded["factor"]
+    unrotated = (-(-w // f), -(-h // f))
+    return (w, h) if (width, height) == unrotated else (h, w)
+
+
+def _scaled(window: tuple[int, int, int, int], sx: float, sy: float) -> tuple[int, int, int, int]:
+    """A full-size pixel window in the coordinates of an image decoded ``1/sx`` x ``1/sy`` as large."""
+    if sx == 1 and sy == 1:
+        return window
+    x1, y1, x2, y2 = window
+    left, top = int(x1 * sx), int(y1 * sy)
+    return left, top, max(left + 1, math.ceil(x2 * sx)), max(top + 1, math.ceil(y2 * sy))
 
 
 def _convert_batch(items: list[ImageItem]) -> list[ImageResult]:
