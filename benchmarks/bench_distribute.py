@@ -36,14 +36,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.batch * 8, args.size, args.size, 3)).astype("float32")
     y = (rng.random((args.batch * 8, 10)) < 0.2).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch, drop_remainder=True).cache().repeat()
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch, drop_remainder=True).cache().repeat()
+    )
 
     def model() -> keras.Model:
         keras.utils.set_random_seed(0)
         m = build_model("cnn", (args.size, args.size, 3), 10, width=16, depths=(1, 1, 1))
-        m.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.AUC(curve="PR", multi_label=True, num_labels=10, from_logits=True)],
-                  jit_compile=False)
+        m.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.AUC(curve="PR", multi_label=True, num_labels=10, from_logits=True)],
+            jit_compile=False,
+        )
         return m
 
     class Timer(keras.callbacks.Callback):
@@ -59,8 +64,15 @@ def main() -> None:
         m.fit(dataset, epochs=2, steps_per_epoch=args.steps, verbose=0, callbacks=[timer])
 
     def custom(m: keras.Model, timer: Timer) -> None:
-        distribute.custom_fit(m, dataset, epochs=2, steps_per_epoch=args.steps, verbose=0, callbacks=[timer],
-                              strategy=tf.distribute.get_strategy())
+        distribute.custom_fit(
+            m,
+            dataset,
+            epochs=2,
+            steps_per_epoch=args.steps,
+            verbose=0,
+            callbacks=[timer],
+            strategy=tf.distribute.get_strategy(),
+        )
 
     # Interleaved, so load from other processes on the machine hits both alike; the best run of each counts.
     runs = {"Model.fit (baseline)": fit, "distribute.custom_fit": custom}
@@ -73,7 +85,9 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"{name:24s} {rate:8.1f} steps/s")
     ratio = rates["distribute.custom_fit"] / rates["Model.fit (baseline)"]
-    print(f"custom_fit / fit: {ratio:.2f}x (batch {args.batch}, {args.size}px, {args.steps} steps x 2 epochs)")
+    print(
+        f"custom_fit / fit: {ratio:.2f}x (batch {args.batch}, {args.size}px, {args.steps} steps x 2 epochs)"
+    )
 
 
 if __name__ == "__main__":

@@ -539,8 +539,10 @@ def write_dataset(out: Path, *, seed: int, classes: int, train_images: int, debi
         "nc": classes,
         "names": dict(enumerate(names)),
     }
-    header = [f"# yolol-tf real-photo benchmark (benchmarks/realphoto.py), seed {seed}, {classes} classes,",
-              f"# {train_images} training images. Sources (SHA-256 of the photographs used: {fingerprint}):"]
+    header = [
+        f"# yolol-tf real-photo benchmark (benchmarks/realphoto.py), seed {seed}, {classes} classes,",
+        f"# {train_images} training images. Sources (SHA-256 of the photographs used: {fingerprint}):",
+    ]
     header += [f"#   {s.package} {s.version}, {s.licence}, {_photos(s)}" for s in sources.values()]
     text = "\n".join(header) + "\n" + yaml.safe_dump(meta, sort_keys=False)
     (out / "data.yaml").write_text(text, encoding="utf-8")
@@ -553,8 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=DEFAULT_CLASSES, help=f"2-{len(PRODUCE)}")
     parser.add_argument("--train-images", type=int, default=800, help="val and test get a quarter each")
-    parser.add_argument("--debian-root", type=Path, default=Path("/"),
-                        help="where the Debian packages' usr/share lies (default /), e.g. a dpkg -x folder")
+    parser.add_argument(
+        "--debian-root",
+        type=Path,
+        default=Path("/"),
+        help="where the Debian packages' usr/share lies (default /), e.g. a dpkg -x folder",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
     args = parser.parse_args(argv)
     if not 2 <= args.classes <= len(PRODUCE):

@@ -36,7 +36,7 @@ class _AfterKeras:
             return None
         # Ask the finders after this one. TensorFlow also looks Keras up without importing it, so this
         # stays in place until a spec's module really executes.
-        for finder in sys.meta_path[sys.meta_path.index(self) + 1:]:
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
             spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
             if spec is not None:
                 break

@@ -27,7 +27,9 @@ def prepare_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Store folder to write. Default: a cache folder.")
     ] = None,
-    size: Annotated[int | None, typer.Option(help="Side of the square samples, in pixels [default: 64].")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Side of the square samples, in pixels [default: 64].")
+    ] = None,
     context: Annotated[
         float, typer.Option(help="Grow each box side by this fraction of its width/height.")
     ] = 0.0,

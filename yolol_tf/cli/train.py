@@ -87,4 +87,6 @@ def train_command(
         "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
         "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
     }  # fmt: skip
-    train(load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index)
+    train(
+        load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index
+    )

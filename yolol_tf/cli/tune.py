@@ -77,34 +77,60 @@ Example: yolol-tf tune {QUICK_MODEL} --out /shared/tune-{QUICK_MODEL} --worker c
 def tune_command(
     model: Model = typer.Argument(..., help="Model whose space to search."),
     data: str | None = typer.Option(
-        None, "--data", help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
-        "Default: the embedded demo dataset."
+        None,
+        "--data",
+        help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
+        "Default: the embedded demo dataset.",
     ),  # fmt: skip
     val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
     size: int | None = typer.Option(
-        None, "--size", help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own "
-        "size; a different size given here is an error."
+        None,
+        "--size",
+        help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own "
+        "size; a different size given here is an error.",
     ),  # fmt: skip
     tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
-    max_trials: int = typer.Option(10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."),
+    max_trials: int = typer.Option(
+        10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."
+    ),
     epochs: int = typer.Option(3, "--epochs", help="Epochs per trial (hyperband: the most a trial gets)."),
-    objective: Objective = typer.Option(Objective.val_map, "--objective", help="Validation figure to maximise."),
+    objective: Objective = typer.Option(
+        Objective.val_map, "--objective", help="Validation figure to maximise."
+    ),
     space: str | None = typer.Option(None, "--space", help="YAML narrowing or fixing parts of the space."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Fix the batch size (default: searched)."),
-    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default one pass)."),
-    out: str | None = typer.Option(None, "--out", help="Search folder (default saved_models/tune-MODEL-TIME)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Fix the batch size (default: searched)."
+    ),
+    steps_per_epoch: int | None = typer.Option(
+        None, "--steps-per-epoch", help="Steps per epoch (default one pass)."
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Search folder (default saved_models/tune-MODEL-TIME)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the search in --out and start afresh."),
-    train_best: bool = typer.Option(False, "--train-best", help="Then train best.yaml in full into OUT/best."),
-    train_epochs: int | None = typer.Option(None, "--train-epochs", help="Epochs of --train-best (default 10)."),
-    chief: str | None = typer.Option(None, "--chief", help="HOST:PORT: serve trials to workers (trains nothing)."),
-    worker: str | None = typer.Option(None, "--worker", help="CHIEF_HOST:PORT: run trials the chief hands out."),
+    train_best: bool = typer.Option(
+        False, "--train-best", help="Then train best.yaml in full into OUT/best."
+    ),
+    train_epochs: int | None = typer.Option(
+        None, "--train-epochs", help="Epochs of --train-best (default 10)."
+    ),
+    chief: str | None = typer.Option(
+        None, "--chief", help="HOST:PORT: serve trials to workers (trains nothing)."
+    ),
+    worker: str | None = typer.Option(
+        None, "--worker", help="CHIEF_HOST:PORT: run trials the chief hands out."
+    ),
     worker_id: str | None = typer.Option(
         None, "--worker-id", help="This worker's name (default hostname-pid); reuse it to resume its trial."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds the search, weights and shuffling."),
-    max_failures: int = typer.Option(3, "--max-failures", help="Stop after this many failed trials in a row."),
+    max_failures: int = typer.Option(
+        3, "--max-failures", help="Stop after this many failed trials in a row."
+    ),
     trials_per_process: int | None = typer.Option(
-        None, "--trials-per-process", help="Run trials in fresh processes of this many each: memory stays flat."
+        None,
+        "--trials-per-process",
+        help="Run trials in fresh processes of this many each: memory stays flat.",
     ),
 ) -> None:
     from yolol_tf.tuning.search import TuneConfig, tune

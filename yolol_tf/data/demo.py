@@ -36,6 +36,7 @@ SPLIT_SIZES = {"train": 400, "val": 80, "test": 80}
 IMAGE_SHAPES = ((224, 224), (192, 256), (256, 192))  # (height, width): letterboxing gets exercised
 MIN_VISIBLE = 0.55  # a placement that hides more of an earlier object than this is retried
 
+
 @dataclass(frozen=True)
 class DemoObject:
     """One drawn object: its class, exact box (x1, y1, x2, y2 in pixels, x2/y2 exclusive) and mask."""

@@ -30,7 +30,11 @@ _READ_FLAGS = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
 # inverse transform, which is cheaper than decoding it whole and then shrinking it.
 _REDUCED_FLAGS = {
     factor: (flag & ~cv2.IMREAD_COLOR) | _READ_FLAGS
-    for factor, flag in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
+    for factor, flag in (
+        (2, cv2.IMREAD_REDUCED_COLOR_2),
+        (4, cv2.IMREAD_REDUCED_COLOR_4),
+        (8, cv2.IMREAD_REDUCED_COLOR_8),
+    )
 }
 
 # Pillow's own default limit (89.5 megapixels, about 256 MiB as 24-bit RGB): far above any photo or camera

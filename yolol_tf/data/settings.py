@@ -70,7 +70,9 @@ class DataSettings:
     def check(self) -> None:
         """Refuses options no conversion can use, naming the option and its value."""
         size = self.size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE):
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE
+        ):
             raise UserError(f"--size must be an integer in {MIN_SIZE}..{MAX_SIZE}. Received: size={size!r}")
         if not self.context >= 0:
             raise UserError(f"--context must be >= 0. Received: context={self.context!r}")

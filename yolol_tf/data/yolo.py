@@ -31,6 +31,7 @@ SPLITS = ("train", "val", "test")
 # Keys a data.yaml may use for each split; Roboflow writes "valid".
 _SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
+
 @dataclass(frozen=True)
 class ImageItem:
     """An image of the dataset and where its label file would be.
@@ -149,7 +150,9 @@ def _from_yaml(yaml_path: Path) -> YoloDataset:
         if given.is_dir():
             root = Path(os.path.normpath(given))
     if not any(cfg.get(k) for keys in _SPLIT_KEYS.values() for k in keys):
-        raise UserError(f"{yaml_path}: no split is named in it. Expected 'train', 'val' and optionally 'test'")
+        raise UserError(
+            f"{yaml_path}: no split is named in it. Expected 'train', 'val' and optionally 'test'"
+        )
     splits: dict[str, list[ImageItem]] = {}
     problems: list[Problem] = []
     for split, keys in _SPLIT_KEYS.items():
@@ -287,4 +290,13 @@ def _orphan_labels(items: list[ImageItem]) -> list[Problem]:
     return problems
 
 
-__all__ = ["PROBLEM_KINDS", "Box", "ImageItem", "Problem", "YoloDataset", "find_dataset", "label_path", "parse_labels"]
+__all__ = [
+    "PROBLEM_KINDS",
+    "Box",
+    "ImageItem",
+    "Problem",
+    "YoloDataset",
+    "find_dataset",
+    "label_path",
+    "parse_labels",
+]

@@ -31,7 +31,9 @@ QUICK_MODEL = "cnn"
 # The model a training run builds when its config names none (`yolol-tf train` always names one).
 DEFAULT_MODEL = "resnet50"
 
-SPECS: dict[str, ModelSpec] = {name: importlib.import_module(f"{__name__}.{name}").SPEC for name in MODEL_NAMES}
+SPECS: dict[str, ModelSpec] = {
+    name: importlib.import_module(f"{__name__}.{name}").SPEC for name in MODEL_NAMES
+}
 MODELS = {name: spec.build for name, spec in SPECS.items()}
 
 

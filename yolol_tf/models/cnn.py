@@ -124,8 +124,13 @@ SPEC = ModelSpec(
     build=build_cnn,
     space=(
         Param("width", "choice", values=(16, 32, 64), limits=(1, 1024), help="first stage's filters"),
-        Param("depths", "choice", values=("1-1-1", "2-2-2", "2-3-3"), pattern=r"[1-9]\d*(-[1-9]\d*)*",
-              help="residual blocks per stage"),
+        Param(
+            "depths",
+            "choice",
+            values=("1-1-1", "2-2-2", "2-3-3"),
+            pattern=r"[1-9]\d*(-[1-9]\d*)*",
+            help="residual blocks per stage",
+        ),
         dropout_param(),
     ),  # fmt: skip
     options=search_options,

@@ -74,9 +74,21 @@ SPEC = ModelSpec(
     name="dense",
     build=build_dense,
     space=(
-        Param("width_scale", "choice", values=(0.125, 0.25, 0.5, 1.0), limits=(0.01, 8.0),
-              help=f"scales the widths {DENSE_WIDTHS[0]}..{DENSE_WIDTHS[-1]}"),
-        Param("depth", "int", 2, len(DENSE_WIDTHS), limits=(1, len(DENSE_WIDTHS)), help="hidden layers (the narrowest)"),
+        Param(
+            "width_scale",
+            "choice",
+            values=(0.125, 0.25, 0.5, 1.0),
+            limits=(0.01, 8.0),
+            help=f"scales the widths {DENSE_WIDTHS[0]}..{DENSE_WIDTHS[-1]}",
+        ),
+        Param(
+            "depth",
+            "int",
+            2,
+            len(DENSE_WIDTHS),
+            limits=(1, len(DENSE_WIDTHS)),
+            help="hidden layers (the narrowest)",
+        ),
         dropout_param(),
         flag_param("batch_norm", "batch norm after each layer"),
     ),  # fmt: skip

@@ -207,9 +207,7 @@ def _train_epochs(
         model.fit(train_ds, shuffle=False, **fit_args)  # the pipeline shuffles
 
 
-def _callbacks(
-    run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list
-) -> list:
+def _callbacks(run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list) -> list:
     """The run's callbacks, in the order their hooks must run (the backup last)."""
     import keras
 

@@ -42,8 +42,9 @@ def stop_if_failing(oracle: Any, limit: int) -> bool:
     return False
 
 
-def serve(oracle: Any, host: str, port: int, max_failures: int, *, poll: float = 0.2,
-          grace: float = 10.0) -> None:
+def serve(
+    oracle: Any, host: str, port: int, max_failures: int, *, poll: float = 0.2, grace: float = 10.0
+) -> None:
     """Serves ``oracle`` to workers over gRPC until the search is done and the workers were told so.
 
     keras-tuner's own ``oracle_chief.start_server`` checks for the end every 20 s and waits forever for
@@ -75,7 +76,9 @@ def serve(oracle: Any, host: str, port: int, max_failures: int, *, poll: float =
     except RuntimeError:
         bound = 0
     if not bound:
-        raise UserError(f"--chief {host}:{port}: cannot listen there (port in use, or not an address of this machine)")
+        raise UserError(
+            f"--chief {host}:{port}: cannot listen there (port in use, or not an address of this machine)"
+        )
     server.start()
     print(f"Chief: serving trials on {host}:{port}", file=sys.stderr, flush=True)
     idle_since = None
@@ -123,7 +126,7 @@ def reach_chief(host: str, port: int, timeout: float | None = None) -> None:
 
 
 def role_of(config: Any) -> tuple[str, dict[str, str]]:
-    """"single", "chief" or "worker", and the KERASTUNER_* environment that keras-tuner reads for it.
+    """ "single", "chief" or "worker", and the KERASTUNER_* environment that keras-tuner reads for it.
 
     Args:
         config: a ``TuneConfig`` (its chief, worker and worker_id); without them, the environment decides.
@@ -160,5 +163,3 @@ def environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-

@@ -79,13 +79,21 @@ def validate(config: TuneConfig) -> None:
             raise UserError(message)
 
     need(config.tuner in TUNERS, f"--tuner must be one of {', '.join(TUNERS)}. Received: {config.tuner!r}")
-    need(config.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}. Received: {config.objective!r}")
+    need(
+        config.objective in OBJECTIVES,
+        f"--objective must be one of {', '.join(OBJECTIVES)}. Received: {config.objective!r}",
+    )
     need(config.max_trials >= 1, f"--max-trials must be >= 1. Received: {config.max_trials}")
     need(config.epochs >= 1, f"--epochs must be >= 1. Received: {config.epochs}")
     need(config.max_failures >= 1, f"max_failures must be >= 1. Received: {config.max_failures}")
-    need(config.trials_per_process is None or config.trials_per_process >= 1,
-         f"--trials-per-process must be >= 1. Received: {config.trials_per_process}")
-    need(not (config.worker and config.overwrite), "--overwrite is for the chief only: a worker would delete the shared search")
+    need(
+        config.trials_per_process is None or config.trials_per_process >= 1,
+        f"--trials-per-process must be >= 1. Received: {config.trials_per_process}",
+    )
+    need(
+        not (config.worker and config.overwrite),
+        "--overwrite is for the chief only: a worker would delete the shared search",
+    )
     config.check()
 
 

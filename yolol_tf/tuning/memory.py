@@ -59,5 +59,7 @@ class MemorySampler:
         end = self.rss_mb()
         self.figures.update(peak_memory_mb=max(self._peak, end), memory_end_mb=end)
         if self._gpu:
-            self.figures["gpu_peak_memory_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+            self.figures["gpu_peak_memory_mb"] = (
+                tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+            )
         self.figures = {k: round(v, 1) for k, v in self.figures.items()}

@@ -43,12 +43,16 @@ def run_in_processes(config: TuneConfig, role: str) -> Path:
     worker_id = config.worker_id or (f"{socket.gethostname()}-{os.getpid()}" if role == "worker" else None)
     child = dataclasses.replace(config, out=str(search_dir(config, role)), worker_id=worker_id)
     while True:
-        status = subprocess.call([sys.executable, "-c", _CHILD_CODE, json.dumps(dataclasses.asdict(child))],
-                                 env={**os.environ, CHILD_ENV: "1"})
+        status = subprocess.call(
+            [sys.executable, "-c", _CHILD_CODE, json.dumps(dataclasses.asdict(child))],
+            env={**os.environ, CHILD_ENV: "1"},
+        )
         if status == 0:
             return Path(child.out)
         if status != MORE_TRIALS:
-            raise UserError(f"A search process ended with exit status {status} (see its messages above)", exit_code=1)
+            raise UserError(
+                f"A search process ended with exit status {status} (see its messages above)", exit_code=1
+            )
         child = dataclasses.replace(child, overwrite=False)
 
 

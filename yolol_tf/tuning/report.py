@@ -20,7 +20,15 @@ from yolol_tf.tuning.config import data_values
 from yolol_tf.tuning.space import train_values
 
 # trials.csv column order after the hyperparameters; "epochs" is the number of epochs the trial ran.
-FIGURES = ("score", "epochs", "seconds", "peak_memory_mb", "memory_start_mb", "memory_end_mb", "gpu_peak_memory_mb")
+FIGURES = (
+    "score",
+    "epochs",
+    "seconds",
+    "peak_memory_mb",
+    "memory_start_mb",
+    "memory_end_mb",
+    "gpu_peak_memory_mb",
+)
 _RENAMED = {"epochs_run": "epochs"}
 
 
@@ -63,7 +71,9 @@ def trials_frame(oracle: Any, project: str | Path, space: tuple[Param, ...]) -> 
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["trial_id", "status", "worker", "pid", *(p.name for p in space), *FIGURES, "error"])
+        return pd.DataFrame(
+            columns=["trial_id", "status", "worker", "pid", *(p.name for p in space), *FIGURES, "error"]
+        )
     for column in FIGURES:
         if column not in frame and column != "gpu_peak_memory_mb":
             frame[column] = math.nan
@@ -142,6 +152,9 @@ def write_results(oracle: Any, out: Path, config: Any, space: tuple[Param, ...])
         f"# Train it in full: yolol-tf train {config.model} --config {out / 'best.yaml'} --epochs 30\n"
     )
     config_lib.atomic_write_text(out / "best.yaml", header + yaml.safe_dump(best, sort_keys=False))
-    print(f"Search in {out}: {summary}; best {config.objective} {trial.score:.4f} (trial {trial.trial_id}); "
-          f"trials.csv, trials.png, best.yaml written", file=sys.stderr)
+    print(
+        f"Search in {out}: {summary}; best {config.objective} {trial.score:.4f} (trial {trial.trial_id}); "
+        f"trials.csv, trials.png, best.yaml written",
+        file=sys.stderr,
+    )
     return best

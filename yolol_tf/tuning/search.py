@@ -57,7 +57,9 @@ def declare(hp: kt.HyperParameters, param: Param) -> Any:
             return hp.Choice(param.name, list(param.values))
         sampling = "log" if param.log else "linear"
         if param.kind == "int":
-            return hp.Int(param.name, int(param.low), int(param.high), step=int(param.step or 1), sampling=sampling)
+            return hp.Int(
+                param.name, int(param.low), int(param.high), step=int(param.step or 1), sampling=sampling
+            )
         return hp.Float(param.name, param.low, param.high, step=param.step, sampling=sampling)
 
     if param.when is None:
@@ -76,7 +78,9 @@ class SearchHyperModel(kt.HyperModel):
         jit: XLA on/off for ``compile_model``.
     """
 
-    def __init__(self, config: TuneConfig, space: tuple[Param, ...], source: Any = None, jit: bool | str = "auto"):
+    def __init__(
+        self, config: TuneConfig, space: tuple[Param, ...], source: Any = None, jit: bool | str = "auto"
+    ):
         super().__init__(name=config.model)
         self.config = config
         self.space = space
@@ -94,8 +98,14 @@ class SearchHyperModel(kt.HyperModel):
 
         values = train_values(self.config.model, {p.name: declare(hp, p) for p in self.space})
         c = self.config
-        train_config = TrainConfig(**values, **data_values(c), epochs=c.epochs, seed=c.seed,
-                                   steps_per_epoch=c.steps_per_epoch, monitor=c.objective)
+        train_config = TrainConfig(
+            **values,
+            **data_values(c),
+            epochs=c.epochs,
+            seed=c.seed,
+            steps_per_epoch=c.steps_per_epoch,
+            monitor=c.objective,
+        )
         return dataclasses.replace(train_config, loss=effective_loss(train_config, self.source.info))
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
@@ -108,26 +118,47 @@ class SearchHyperModel(kt.HyperModel):
             self._class_freq = class_frequency(self.source, info)
         keras.utils.set_random_seed(config.seed)
         model = build_model(config.model, info.image_shape, info.num_classes, **config.model_options)
-        return compile_model(model, config, info, self._class_freq, steps_per_epoch=steps_per_epoch(config, info),
-                             jit_compile=self.jit)
+        return compile_model(
+            model,
+            config,
+            info,
+            self._class_freq,
+            steps_per_epoch=steps_per_epoch(config, info),
+            jit_compile=self.jit,
+        )
 
-    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, callbacks: list | None = None,
-            epochs: int | None = None, initial_epoch: int = 0, verbose: Any = 2, **kwargs: Any) -> dict[str, float]:
+    def fit(
+        self,
+        hp: kt.HyperParameters,
+        model: keras.Model,
+        *args: Any,
+        callbacks: list | None = None,
+        epochs: int | None = None,
+        initial_epoch: int = 0,
+        verbose: Any = 2,
+        **kwargs: Any,
+    ) -> dict[str, float]:
         """Fits one trial; returns its figures at the best epoch and how many epochs ran."""
         from yolol_tf.training.callbacks import MAPCallback
 
         config = self.train_config(hp)
         objective = self.config.objective
-        train_ds = self.source.dataset("train", config.batch_size, training=True, augment=config.augment,
-                                       seed=config.seed, repeat=True)
+        train_ds = self.source.dataset(
+            "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True
+        )
         val_ds = self.source.dataset("val", config.batch_size)
         activation = "softmax" if config.loss == "cce" else "sigmoid"
         # MAPCallback first: keras-tuner's checkpoint callback must see val_map in the logs.
         history = model.fit(
-            train_ds, epochs=epochs or config.epochs, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch(config, self.source.info), callbacks=[MAPCallback(val_ds, activation), *(callbacks or [])],
+            train_ds,
+            epochs=epochs or config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch(config, self.source.info),
+            callbacks=[MAPCallback(val_ds, activation), *(callbacks or [])],
             # Keras' own validation pass is only needed for its F1 metric; mAP comes from MAPCallback.
-            validation_data=val_ds if objective != "val_map" else None, verbose=verbose, shuffle=False,
+            validation_data=val_ds if objective != "val_map" else None,
+            verbose=verbose,
+            shuffle=False,
         )
         scores = history.history.get(objective)
         if not scores:
@@ -187,8 +218,14 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
     role, env = role_of(config)
     out = search_dir(config, role)
     space = load_space(config.model, config.space, fixed={"batch_size": config.batch_size})
-    settings = {"model": config.model, "tuner": config.tuner, "objective": config.objective,
-                "epochs": config.epochs, **data_values(config), "space": space_to_dict(space)}
+    settings = {
+        "model": config.model,
+        "tuner": config.tuner,
+        "objective": config.objective,
+        "epochs": config.epochs,
+        **data_values(config),
+        "space": space_to_dict(space),
+    }
     if role != "worker":
         _check_same_search(out, settings, config.overwrite)
     if role == "worker":  # fail fast rather than wait an hour for a chief that is gone
@@ -206,18 +243,35 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
                 # best.yaml records the size the trials trained at, as a run's config.yaml does.
                 config = dataclasses.replace(config, size=int(source.info.image_shape[0]))
                 if config.objective == "val_f1_macro" and source.info.single_label:
-                    raise UserError("--objective val_f1_macro needs multi-label data; use val_map on single-label data")
-            tuner = make_tuner(config, SearchHyperModel(config, space, source, jit), out,
-                               overwrite=config.overwrite and role != "worker")
+                    raise UserError(
+                        "--objective val_f1_macro needs multi-label data; use val_map on single-label data"
+                    )
+            tuner = make_tuner(
+                config,
+                SearchHyperModel(config, space, source, jit),
+                out,
+                overwrite=config.overwrite and role != "worker",
+            )
             if role == "worker":
-                print(f"Worker {env['KERASTUNER_TUNER_ID']}: asking {config.worker or 'the chief'} for trials",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"Worker {env['KERASTUNER_TUNER_ID']}: asking {config.worker or 'the chief'} for trials",
+                    file=sys.stderr,
+                    flush=True,
+                )
             else:
-                print(f"Search folder {out}: {tuner.remaining_trials} of {config.max_trials} trials to run",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"Search folder {out}: {tuner.remaining_trials} of {config.max_trials} trials to run",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if role == "chief":
                 tuner.save()
-                serve(tuner.oracle, env["KERASTUNER_ORACLE_IP"], int(env["KERASTUNER_ORACLE_PORT"]), config.max_failures)
+                serve(
+                    tuner.oracle,
+                    env["KERASTUNER_ORACLE_IP"],
+                    int(env["KERASTUNER_ORACLE_PORT"]),
+                    config.max_failures,
+                )
             else:
                 try:
                     tuner.search(verbose=config.verbose)
@@ -232,7 +286,9 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
         return out, False
     failing = consecutive_failures(tuner.oracle)
     if failing >= config.max_failures:
-        raise UserError(f"The search stopped: the last {failing} trials failed; see {out / 'trials.csv'}", exit_code=1)
+        raise UserError(
+            f"The search stopped: the last {failing} trials failed; see {out / 'trials.csv'}", exit_code=1
+        )
     if config.train_best and best is not None:
         train_best(out, config)
     return out, True

@@ -29,7 +29,16 @@ from yolol_tf.models import get_spec
 from yolol_tf.models.spec import Param
 from yolol_tf.training.config import LOSSES
 
-__all__ = ["COMMON", "LOSSES", "Param", "load_space", "model_space", "space_table", "space_to_dict", "train_values"]
+__all__ = [
+    "COMMON",
+    "LOSSES",
+    "Param",
+    "load_space",
+    "model_space",
+    "space_table",
+    "space_to_dict",
+    "train_values",
+]
 
 
 # Training-level parameters, the same for every model; between a model's own parameters and its batch size.
@@ -132,7 +141,9 @@ def _narrow(param: Param, spec: Any, source: str) -> Param:
     return dataclasses.replace(param, kind="fixed", values=(_check_value(param, spec, source),))
 
 
-def load_space(model: str, path: str | os.PathLike | None = None, *, fixed: dict[str, Any] | None = None) -> tuple[Param, ...]:
+def load_space(
+    model: str, path: str | os.PathLike | None = None, *, fixed: dict[str, Any] | None = None
+) -> tuple[Param, ...]:
     """The search space of ``model``, narrowed by a space file and by fixed values (CLI flags).
 
     Args:
@@ -163,7 +174,11 @@ def space_to_dict(space: tuple[Param, ...]) -> dict[str, Any]:
     """The space as plain data (written to search.yaml so a resumed search can check it is the same)."""
     out = {}
     for p in space:
-        d = {k: v for k, v in dataclasses.asdict(p).items() if k in ("kind", "low", "high", "log", "step", "values")}
+        d = {
+            k: v
+            for k, v in dataclasses.asdict(p).items()
+            if k in ("kind", "low", "high", "log", "step", "values")
+        }
         d["values"] = list(d["values"])
         out[p.name] = d
     return out

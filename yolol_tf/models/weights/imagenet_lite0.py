@@ -58,7 +58,9 @@ def checkpoint_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / CHECKPOINT
     if not path.is_file():
-        raise UserError(f"EfficientNet-Lite0: {DISTRIBUTION} is installed but has no {path}; reinstall it: {INSTALL}")
+        raise UserError(
+            f"EfficientNet-Lite0: {DISTRIBUTION} is installed but has no {path}; reinstall it: {INSTALL}"
+        )
     return path
 
 
@@ -133,7 +135,9 @@ def assign_state_dict(model, state: dict[str, np.ndarray], source: str | Path = 
     problems += [f"{key} is not used" for key in tensors if key not in used]
     if problems:
         shown = "; ".join(problems[:8]) + ("; ..." if len(problems) > 8 else "")
-        raise UserError(f"EfficientNet-Lite0: {source} is not EfficientNet-Lite0 ({len(problems)} differences: {shown})")
+        raise UserError(
+            f"EfficientNet-Lite0: {source} is not EfficientNet-Lite0 ({len(problems)} differences: {shown})"
+        )
 
 
 def reference_key(layer: str, weight: str) -> str | None:

@@ -112,7 +112,7 @@ class _TensorRef:
         if 0 in self.shape:
             return np.zeros(self.shape, data.dtype)
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset:], self.shape, tuple(s * data.itemsize for s in self.strides), writeable=False
+            data[self.offset :], self.shape, tuple(s * data.itemsize for s in self.strides), writeable=False
         )
         return np.array(view)
 

@@ -1,7 +1,7 @@
 """Training on several GPUs or machines with TensorFlow's own distribution strategies.
 
-    strategy.py     make_strategy, TF_CONFIG from --workers/--task-index, Slurm or Kubernetes; who is chief
-    custom_fit.py   Model.fit for MultiWorkerMirroredStrategy (keras-team/keras#20585), file sharding
+strategy.py     make_strategy, TF_CONFIG from --workers/--task-index, Slurm or Kubernetes; who is chief
+custom_fit.py   Model.fit for MultiWorkerMirroredStrategy (keras-team/keras#20585), file sharding
 """
 
 from yolol_tf.training.distribute.custom_fit import custom_fit, shard_by_files

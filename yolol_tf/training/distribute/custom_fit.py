@@ -95,8 +95,13 @@ def custom_fit(
         if backup is not None:
             initial_epoch = max(initial_epoch, backup.restore())
         callback_list = keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=chief and verbose != 0,
-            verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps_per_epoch, model=model,
+            callbacks,
+            add_history=True,
+            add_progbar=chief and verbose != 0,
+            verbose=1 if verbose == "auto" else verbose,
+            epochs=epochs,
+            steps=steps_per_epoch,
+            model=model,
         )
         train_function = _step_function(model, strategy, model.train_step)
         test_function = _step_function(model, strategy, model.test_step)
@@ -116,15 +121,19 @@ def custom_fit(
                 iterator = iter(train_dist)
             logs, ran = _run_epoch(train_function, iterator, steps_per_epoch, callback_list, model, "train")
             if steps_per_epoch and ran < steps_per_epoch:
-                log.warning("The training data ran out after %d of %d steps; use a repeated dataset", ran,
-                            steps_per_epoch)
+                log.warning(
+                    "The training data ran out after %d of %d steps; use a repeated dataset",
+                    ran,
+                    steps_per_epoch,
+                )
                 iterator = None
             epoch_logs = dict(logs)
             if val_dist is not None:
                 model.reset_metrics()
                 callback_list.on_test_begin()
-                val_logs, _ = _run_epoch(test_function, iter(val_dist), validation_steps, callback_list, model,
-                                         "test")
+                val_logs, _ = _run_epoch(
+                    test_function, iter(val_dist), validation_steps, callback_list, model, "test"
+                )
                 callback_list.on_test_end(val_logs)
                 epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
             callback_list.on_epoch_end(epoch, epoch_logs)
@@ -215,8 +224,9 @@ def _step_function(model: Any, strategy: Any, step: Any) -> Any:
     return run
 
 
-def _run_epoch(function: Any, iterator: Any, steps: int | None, callbacks: Any, model: Any,
-               mode: str) -> tuple[dict, int]:
+def _run_epoch(
+    function: Any, iterator: Any, steps: int | None, callbacks: Any, model: Any, mode: str
+) -> tuple[dict, int]:
     """Runs ``function`` over ``iterator`` for ``steps`` steps (or to its end); returns (logs, steps run)."""
     import tensorflow as tf
 

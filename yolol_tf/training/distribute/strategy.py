@@ -87,8 +87,13 @@ def make_strategy(
     except ValueError as error:
         raise UserError(f"Cannot start the multi-worker strategy from TF_CONFIG: {error}") from None
     task = tf_config["task"]
-    log.info("Task %s:%s of %d workers, %d replicas in sync", task["type"], task["index"],
-             sum(len(v) for v in tf_config["cluster"].values()), strategy.num_replicas_in_sync)
+    log.info(
+        "Task %s:%s of %d workers, %d replicas in sync",
+        task["type"],
+        task["index"],
+        sum(len(v) for v in tf_config["cluster"].values()),
+        strategy.num_replicas_in_sync,
+    )
     return strategy
 
 
@@ -134,15 +139,23 @@ def read_tf_config(text: str | None = None) -> dict | None:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UserError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}). Received: {text!r}") from None
+        raise UserError(
+            f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos}). Received: {text!r}"
+        ) from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise UserError(f'TF_CONFIG needs a "cluster" mapping task types to "host:port" lists. Received: {text!r}')
+        raise UserError(
+            f'TF_CONFIG needs a "cluster" mapping task types to "host:port" lists. Received: {text!r}'
+        )
     for job, addresses in cluster.items():
         if job not in TASK_TYPES:
-            raise UserError(f"TF_CONFIG cluster has an unknown task type {job!r}; use {', '.join(TASK_TYPES)}")
+            raise UserError(
+                f"TF_CONFIG cluster has an unknown task type {job!r}; use {', '.join(TASK_TYPES)}"
+            )
         if not isinstance(addresses, list) or not addresses:
-            raise UserError(f'TF_CONFIG cluster "{job}" must be a non-empty list of "host:port". Received: {addresses!r}')
+            raise UserError(
+                f'TF_CONFIG cluster "{job}" must be a non-empty list of "host:port". Received: {addresses!r}'
+            )
         for address in addresses:
             parse_address(address, f'TF_CONFIG cluster "{job}"')
     if len(cluster.get("chief", [])) > 1:
