@@ -63,13 +63,15 @@ def tiny_model():
     from yolol_tf.models.layers import BatchNormalization
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, name="dense"),
-        BatchNormalization(synchronized=True, name="bn"),
-        keras.layers.Activation("relu"),
-        keras.layers.Dense(3, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, name="dense"),
+            BatchNormalization(synchronized=True, name="bn"),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
     model.compile(
         keras.optimizers.SGD(0.1, momentum=0.9),
         keras.losses.BinaryCrossentropy(from_logits=True),
@@ -78,19 +80,32 @@ def tiny_model():
     return model
 
 
-def train(strategy, epochs: int, *, use_fit: bool = False, callbacks: list | None = None,
-          backup_dir: str | None = None) -> dict:
+def train(
+    strategy,
+    epochs: int,
+    *,
+    use_fit: bool = False,
+    callbacks: list | None = None,
+    backup_dir: str | None = None,
+) -> dict:
     """Trains :func:`tiny_model` under ``strategy``; returns its history and weights."""
     from yolol_tf.training import distribute
 
     with strategy.scope():
         model = tiny_model()
-    args = dict(epochs=epochs, steps_per_epoch=STEPS, validation_data=tiny_dataset(repeat=False),
-                callbacks=callbacks, verbose=0)
+    args = dict(
+        epochs=epochs,
+        steps_per_epoch=STEPS,
+        validation_data=tiny_dataset(repeat=False),
+        callbacks=callbacks,
+        verbose=0,
+    )
     if use_fit:
         history = model.fit(tiny_dataset(), **args)
     else:
-        history = distribute.custom_fit(model, tiny_dataset(), strategy=strategy, backup_dir=backup_dir, **args)
+        history = distribute.custom_fit(
+            model, tiny_dataset(), strategy=strategy, backup_dir=backup_dir, **args
+        )
     return {"history": history.history, "weights": [w.tolist() for w in model.get_weights()]}
 
 
@@ -158,8 +173,11 @@ def _predict_under(strategy) -> dict:
     # Batches of 6: the last one is smaller, as a validation split's usually is.
     truth, probs = predict_probs(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), "sigmoid")
     expected = 1.0 / (1.0 + np.exp(-np.asarray(model(x, training=False), np.float64)))
-    return {"rows": len(probs), "truth_gap": float(np.abs(truth - y).max()),
-            "gap": float(np.abs(probs - expected).max())}
+    return {
+        "rows": len(probs),
+        "truth_gap": float(np.abs(truth - y).max()),
+        "gap": float(np.abs(probs - expected).max()),
+    }
 
 
 def start(mode: str, out: Path, *args: str) -> subprocess.Popen:
@@ -170,18 +188,24 @@ def start(mode: str, out: Path, *args: str) -> subprocess.Popen:
     log = open(out / f"log-{name}-{time.monotonic_ns()}.txt", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "tests.helpers_distribute", mode, "--out", str(out), *args],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
-def start_workers(out: Path, count: int = 2, *args: str, ports: list[int] | None = None) -> list[subprocess.Popen]:
+def start_workers(
+    out: Path, count: int = 2, *args: str, ports: list[int] | None = None
+) -> list[subprocess.Popen]:
     """Starts ``count`` workers on 127.0.0.1 training together."""
     workers = ",".join(f"127.0.0.1:{p}" for p in ports or free_ports(count))
     return [start("worker", out, "--workers", workers, "--task-index", str(i), *args) for i in range(count)]
 
 
-def run_with_restarts(out: Path, count: int, args: list[str], first_args: dict[int, list[str]],
-                      timeout: float) -> list[int | None]:
+def run_with_restarts(
+    out: Path, count: int, args: list[str], first_args: dict[int, list[str]], timeout: float
+) -> list[int | None]:
     """Runs ``count`` workers, restarting each one that fails once (as a cluster manager would).
 
     Args:
@@ -230,16 +254,28 @@ def start_train_cli(root: Path, count: int, args: list[str]) -> list[subprocess.
         for folder in ("home", "tmp", "cache"):
             (home / folder).mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", HOME=str(home / "home"),
-                   TMPDIR=str(home / "tmp"), YOLOL_TF_CACHE=str(home / "cache"))
+        env.update(
+            TF_CPP_MIN_LOG_LEVEL="2",
+            CUDA_VISIBLE_DEVICES="",
+            HOME=str(home / "home"),
+            TMPDIR=str(home / "tmp"),
+            YOLOL_TF_CACHE=str(home / "cache"),
+        )
         # `import keras` itself writes keras.json and Matplotlib's font cache in every process: not ours.
-        env.update(KERAS_HOME=str(root / "library-cache" / "keras"),
-                   MPLCONFIGDIR=str(root / "library-cache" / "matplotlib"))
+        env.update(
+            KERAS_HOME=str(root / "library-cache" / "keras"),
+            MPLCONFIGDIR=str(root / "library-cache" / "matplotlib"),
+        )
         log = open(root / f"log-train-{i}.txt", "w")
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", code, "train", *args, "--workers", workers, "--task-index", str(i)],
-            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code, "train", *args, "--workers", workers, "--task-index", str(i)],
+                cwd=home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return processes
 
 

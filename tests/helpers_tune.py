@@ -30,7 +30,9 @@ class TinySource:
         seed: random seed of the pixels and labels.
     """
 
-    def __init__(self, size: int = 32, num_classes: int = 3, counts: dict[str, int] | None = None, seed: int = 0):
+    def __init__(
+        self, size: int = 32, num_classes: int = 3, counts: dict[str, int] | None = None, seed: int = 0
+    ):
         counts = counts or {"train": 48, "val": 24}
         rng = np.random.default_rng(seed)
         self.arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -41,11 +43,15 @@ class TinySource:
             half = size // 2
             for c in range(num_classes):
                 r, q = divmod(c, 2)
-                x[y[:, c] > 0, r * half:(r + 1) * half, q * half:(q + 1) * half, c % 3] += 150
+                x[y[:, c] > 0, r * half : (r + 1) * half, q * half : (q + 1) * half, c % 3] += 150
             self.arrays[split] = (x.clip(0, 255).astype(np.uint8), y)
         self.info = DatasetInfo(
-            names=[f"c{i}" for i in range(num_classes)], num_classes=num_classes, image_shape=(size, size, 3),
-            counts=dict(counts), single_label=False, source="tiny",
+            names=[f"c{i}" for i in range(num_classes)],
+            num_classes=num_classes,
+            image_shape=(size, size, 3),
+            counts=dict(counts),
+            single_label=False,
+            source="tiny",
         )
         self.store = None
         self.splits = list(counts)
@@ -69,17 +75,39 @@ class TinySource:
                         "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.tobytes()])),
                         "row": tf.train.Feature(int64_list=tf.train.Int64List(value=[len(rows) - 2])),
                     }
-                    writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                    writer.write(
+                        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+                    )
             splits[split] = {"images": len(x), "crops": len(x), "shards": [shard]}
         atomic_write_text(root / "index.csv", "\n".join(rows) + "\n")
-        meta = {"format": "yolol-tf-store", "version": 1, "names": self.info.names,
-                "num_classes": self.info.num_classes, "size": size, "mode": "crop", "options": {},
-                "source": "tiny", "splits": splits, "problems": 0, "skipped_small": 0, "fingerprint": "tiny"}
+        meta = {
+            "format": "yolol-tf-store",
+            "version": 1,
+            "names": self.info.names,
+            "num_classes": self.info.num_classes,
+            "size": size,
+            "mode": "crop",
+            "options": {},
+            "source": "tiny",
+            "splits": splits,
+            "problems": 0,
+            "skipped_small": 0,
+            "fingerprint": "tiny",
+        }
         atomic_write_text(root / "dataset.json", json.dumps(meta))
         return root
 
-    def dataset(self, split: str, batch_size: int, *, training: bool = False, augment: float = 0.0,
-                seed: int | None = None, drop_remainder: bool = False, repeat: bool = False) -> Any:
+    def dataset(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        training: bool = False,
+        augment: float = 0.0,
+        seed: int | None = None,
+        drop_remainder: bool = False,
+        repeat: bool = False,
+    ) -> Any:
         import tensorflow as tf
 
         x, y = self.arrays[split]
@@ -102,7 +130,9 @@ def tiny_config(out: str, **overrides: Any) -> Any:
     space = os.path.join(os.path.dirname(os.path.abspath(out)), "tiny_space.yaml")
     if not os.path.exists(space):
         atomic_write_text(space, TINY_SPACE)
-    values = dict(model="cnn", size=32, tuner="random", max_trials=2, epochs=1, out=out, space=space, verbose=0)
+    values = dict(
+        model="cnn", size=32, tuner="random", max_trials=2, epochs=1, out=out, space=space, verbose=0
+    )
     values.update(overrides)
     return TuneConfig(**values)
 
@@ -117,8 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     from yolol_tf.tuning.search import tune
 
-    config = tiny_config(args.out, chief=args.chief, worker=args.worker, worker_id=args.worker_id,
-                         max_trials=args.max_trials)
+    config = tiny_config(
+        args.out, chief=args.chief, worker=args.worker, worker_id=args.worker_id, max_trials=args.max_trials
+    )
     tune(config, source=None if args.chief else TinySource())
 
 

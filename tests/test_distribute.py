@@ -24,7 +24,10 @@ def _max_gap(a: list, b: list) -> float:
 
 def test_workers_and_task_index_become_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     config = distribute.tf_config_for("10.0.0.1:2222, node-b:2222", 1)
-    assert config == {"cluster": {"worker": ["10.0.0.1:2222", "node-b:2222"]}, "task": {"type": "worker", "index": 1}}
+    assert config == {
+        "cluster": {"worker": ["10.0.0.1:2222", "node-b:2222"]},
+        "task": {"type": "worker", "index": 1},
+    }
     assert distribute.read_tf_config(json.dumps(config)) == config
     # A Kubernetes indexed Job gives each pod its index.
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
@@ -63,8 +66,9 @@ def test_bad_workers_arguments_are_user_errors(monkeypatch: pytest.MonkeyPatch) 
         distribute.make_strategy("gpus")
 
 
-def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+def test_train_passes_workers_and_task_index_to_the_strategy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from yolol_tf.training import TrainConfig, train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -76,14 +80,24 @@ def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest
 
 
 def test_slurm_environment_becomes_tf_config() -> None:
-    assert distribute.expand_hostlist("gpu[08-10,12],login1") == ["gpu08", "gpu09", "gpu10", "gpu12", "login1"]
+    assert distribute.expand_hostlist("gpu[08-10,12],login1") == [
+        "gpu08",
+        "gpu09",
+        "gpu10",
+        "gpu12",
+        "login1",
+    ]
     env = {"SLURM_STEP_NODELIST": "gpu[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_PROCID": "3"}
     config = distribute.tf_config_from_slurm(env, port=7000)
     assert config["cluster"]["worker"] == ["gpu1:7000", "gpu1:7001", "gpu2:7000", "gpu2:7001"]
     assert config["task"] == {"type": "worker", "index": 3}
     # One task is no cluster.
-    assert distribute.tf_config_from_slurm({"SLURM_JOB_NODELIST": "n1", "SLURM_TASKS_PER_NODE": "1",
-                                            "SLURM_PROCID": "0"}) is None
+    assert (
+        distribute.tf_config_from_slurm(
+            {"SLURM_JOB_NODELIST": "n1", "SLURM_TASKS_PER_NODE": "1", "SLURM_PROCID": "0"}
+        )
+        is None
+    )
 
 
 def test_auto_on_one_device_trains_with_fit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,8 +112,9 @@ def _cluster_member(task_type: str, task_id: int, cluster: dict):
     """A stand-in for a multi-worker strategy: only its cluster resolver."""
     import tensorflow as tf
 
-    resolver = SimpleNamespace(task_type=task_type, task_id=task_id,
-                               cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+    resolver = SimpleNamespace(
+        task_type=task_type, task_id=task_id, cluster_spec=lambda: tf.train.ClusterSpec(cluster)
+    )
     return SimpleNamespace(cluster_resolver=resolver)
 
 
@@ -149,13 +164,19 @@ def test_custom_fit_matches_fit_and_drives_callbacks(tmp_path: Path) -> None:
     spy = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.append("train_begin"),
         on_epoch_begin=lambda epoch, logs: seen.append(f"epoch_begin {epoch}"),
-        on_train_batch_end=lambda batch, logs: seen.append(f"batch {batch} loss" if "loss" in logs else "batch"),
+        on_train_batch_end=lambda batch, logs: seen.append(
+            f"batch {batch} loss" if "loss" in logs else "batch"
+        ),
         on_epoch_end=lambda epoch, logs: seen.append(f"epoch_end {epoch} {sorted(logs)}"),
         on_train_end=lambda logs: seen.append("train_end"),
     )
     ours = helpers.train(strategy, 2, callbacks=[keras.callbacks.CSVLogger(str(csv)), spy])
 
-    assert ours["history"].keys() == reference["history"].keys() == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert (
+        ours["history"].keys()
+        == reference["history"].keys()
+        == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    )
     for name, values in reference["history"].items():
         np.testing.assert_allclose(ours["history"][name], values, rtol=1e-6)
     assert _max_gap(ours["weights"], reference["weights"]) < 1e-6
@@ -178,7 +199,9 @@ def test_custom_fit_resumes_after_an_interruption(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         helpers.train(strategy, 4, callbacks=[backup, Interrupt()])
     assert (tmp_path / "backup" / "checkpoint").is_file()
-    resumed = helpers.train(strategy, 4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    resumed = helpers.train(
+        strategy, 4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+    )
     reference = helpers.train(strategy, 4)
 
     assert len(resumed["history"]["loss"]) == 2  # epochs 2 and 3 only
@@ -260,8 +283,23 @@ def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path
         "mixed_precision: 'off'\njit: false\n"
     )
     run = tmp_path / "shared" / "run"
-    args = ["cnn", "--config", str(settings), "--data", str(store), "--size", "32", "--epochs", "2",
-            "--steps-per-epoch", "2", "--strategy", "multi-worker", "--out", str(run)]
+    args = [
+        "cnn",
+        "--config",
+        str(settings),
+        "--data",
+        str(store),
+        "--size",
+        "32",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--strategy",
+        "multi-worker",
+        "--out",
+        str(run),
+    ]
     processes = helpers.start_train_cli(tmp_path, 2, args)
     try:
         codes = helpers.wait_all(processes, timeout=240)

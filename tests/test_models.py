@@ -62,7 +62,8 @@ def test_registry_cli_help_and_import_load_no_keras():
 
 
 @pytest.mark.parametrize(
-    "imports", ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"]
+    "imports",
+    ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"],
 )
 def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path):
     model = build_model("cnn", (32, 32, 3), 2, width=4, depths=(1,))

@@ -31,7 +31,7 @@ HAS_CHECKPOINT = importlib.util.find_spec(imagenet_lite0.PACKAGE) is not None
 NEEDS_CHECKPOINT = pytest.mark.skipif(
     not HAS_CHECKPOINT,
     reason=f"the pretrained extra is not installed (no {imagenet_lite0.DISTRIBUTION}): "
-    f'{imagenet_lite0.INSTALL}',
+    f"{imagenet_lite0.INSTALL}",
 )
 
 
@@ -109,8 +109,9 @@ def legacy_pth(tensors: dict[str, np.ndarray], *, views: dict[str, tuple] | None
         body += _text(name) + _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
     body += b"u."
     keys = pickle.dumps([str(k) for k in range(len(tensors))], protocol=2)
-    data = b"".join(struct.pack("<q", v.size) + np.ascontiguousarray(v, "<f4").tobytes()
-                    for v in tensors.values())
+    data = b"".join(
+        struct.pack("<q", v.size) + np.ascontiguousarray(v, "<f4").tobytes() for v in tensors.values()
+    )
     return _header() + body + keys + data
 
 
@@ -328,7 +329,7 @@ def _photo(name: str, size: int = 224) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = image[top:top + side, left:left + side].astype("float32")
+    square = image[top : top + side, left : left + side].astype("float32")
     return tf.image.resize(square, (size, size), method="bicubic", antialias=True).numpy().clip(0, 255)
 
 

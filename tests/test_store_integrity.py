@@ -276,7 +276,14 @@ def test_a_worker_that_dies_is_one_error_not_a_hang(tmp_path: Path) -> None:
     from yolol_tf.data.yolo import find_dataset
 
     items = find_dataset(write_dataset(tmp_path / "ds")).splits["train"] * 20
-    options = {"size": 16, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop", "num_classes": 3}
+    options = {
+        "size": 16,
+        "context": 0.0,
+        "min_visible": 0.5,
+        "min_box": 2.0,
+        "mode": "crop",
+        "num_classes": 3,
+    }
     workers = Workers(2, options)
     try:
         results = workers.results(items)

@@ -80,10 +80,7 @@ def test_a_size_that_differs_from_the_stores_is_refused(store: Path, tmp_path: P
 
 def test_a_fresh_process_loads_the_best_model_with_our_layers(finished_run: Path) -> None:
     # Keras finds our BatchNormalization only once its module is imported: load_model sees to that.
-    code = (
-        "import sys; from yolol_tf.models import load_model; "
-        "print(load_model(sys.argv[1]).output_shape)"
-    )
+    code = "import sys; from yolol_tf.models import load_model; print(load_model(sys.argv[1]).output_shape)"
     done = subprocess.run(
         [sys.executable, "-c", code, str(finished_run / "best.keras")],
         capture_output=True, text=True, timeout=120,

@@ -50,14 +50,37 @@ def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     from yolol_tf.training import TrainConfig
 
     trials = pd.read_csv(searched / "trials.csv")
-    for column in ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",
-                   "augment", "batch_size", "score", "epochs", "seconds", "peak_memory_mb", "error"):
+    for column in (
+        "trial_id",
+        "status",
+        "worker",
+        "learning_rate",
+        "width",
+        "depths",
+        "dropout",
+        "loss",
+        "augment",
+        "batch_size",
+        "score",
+        "epochs",
+        "seconds",
+        "peak_memory_mb",
+        "error",
+    ):
         assert column in trials.columns, column
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
-    assert (trials["epochs"] == 1).all() and (trials["seconds"] > 0).all() and (trials["peak_memory_mb"] > 0).all()
+    assert (
+        (trials["epochs"] == 1).all()
+        and (trials["seconds"] > 0).all()
+        and (trials["peak_memory_mb"] > 0).all()
+    )
     assert trials["score"].between(0, 1).all()
     # The space file fixed or narrowed these.
-    assert set(trials["width"]) <= {4, 8} and set(trials["depths"]) == {"1-1"} and set(trials["batch_size"]) == {16}
+    assert (
+        set(trials["width"]) <= {4, 8}
+        and set(trials["depths"]) == {"1-1"}
+        and set(trials["batch_size"]) == {16}
+    )
     assert (searched / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (searched / "keras_tuner" / "oracle.json").is_file()
 
@@ -83,7 +106,9 @@ def test_rerun_continues_and_never_reruns_finished_trials(searched: Path, count_
     pd.testing.assert_frame_equal(after.iloc[:2][before.columns], before, check_dtype=False)
 
 
-def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path, tmp_path: Path, count_builds: list) -> None:
+def test_a_changed_search_is_refused_and_overwrite_starts_afresh(
+    searched: Path, tmp_path: Path, count_builds: list
+) -> None:
     from yolol_tf.tuning.search import tune
 
     with pytest.raises(UserError, match="different search.*epochs"):
@@ -96,7 +121,9 @@ def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path,
     assert len(pd.read_csv(out / "trials.csv")) == 1
 
 
-def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yolol_tf.models as models
     from yolol_tf.tuning.search import tune
 
@@ -137,7 +164,11 @@ def test_space_file_narrows_fixes_and_names_unknown_parameters(tmp_path: Path) -
     space_file = tmp_path / "space.yaml"
     space_file.write_text("learning_rate: {min: 1e-4, max: 1e-2}\nloss: [bce, asl]\ndropout: 0.2\n")
     space = {p.name: p for p in load_space("cnn", space_file)}
-    assert (space["learning_rate"].low, space["learning_rate"].high, space["learning_rate"].log) == (1e-4, 1e-2, True)
+    assert (space["learning_rate"].low, space["learning_rate"].high, space["learning_rate"].log) == (
+        1e-4,
+        1e-2,
+        True,
+    )
     assert space["loss"].values == ("bce", "asl") and space["dropout"].kind == "fixed"
     assert space["dropout"].values == (0.2,)
     assert load_space("cnn", None, fixed={"batch_size": 48})[-1].values == (48,)
@@ -154,9 +185,20 @@ def test_space_file_narrows_fixes_and_names_unknown_parameters(tmp_path: Path) -
 
 
 def test_sampled_values_become_train_settings() -> None:
-    values = {"learning_rate": 0.003, "width_scale": 0.5, "depth": 3, "dropout": 0.1, "batch_norm": True,
-              "loss": "asl", "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.5, "focal_gamma": None, "augment": 0.25,
-              "batch_size": 64, "tuner/epochs": 2}
+    values = {
+        "learning_rate": 0.003,
+        "width_scale": 0.5,
+        "depth": 3,
+        "dropout": 0.1,
+        "batch_norm": True,
+        "loss": "asl",
+        "asl_gamma_neg": 4.0,
+        "asl_gamma_pos": 0.5,
+        "focal_gamma": None,
+        "augment": 0.25,
+        "batch_size": 64,
+        "tuner/epochs": 2,
+    }
     settings = train_values("dense", values)
     assert settings["model_options"] == {"dropout": 0.1, "widths": [256, 128, 64], "batch_norm": True}
     assert settings["loss"] == "asl" and settings["asl_gamma_neg"] == 4.0 and "focal_gamma" not in settings
@@ -175,8 +217,11 @@ def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() 
     from yolol_tf.models import get_spec
 
     common = ["loss", "focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "augment"]
-    own = {"dense": ["width_scale", "depth", "dropout", "batch_norm"], "cnn": ["width", "depths", "dropout"],
-           "resnet50": ["dropout", "small_input"]}
+    own = {
+        "dense": ["width_scale", "depth", "dropout", "batch_norm"],
+        "cnn": ["width", "depths", "dropout"],
+        "resnet50": ["dropout", "small_input"],
+    }
     for model, names in own.items():
         # The columns of trials.csv, in this order.
         assert [p.name for p in model_space(model)] == ["learning_rate", *names, *common, "batch_size"]
@@ -187,7 +232,11 @@ def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() 
         "small_input    False | True        no stem downsampling",
     ]
     assert space_table("dense").splitlines()[1].split("  ")[-1] == "scales the widths 2048..128"
-    assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (16, 32, 64)
+    assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (
+        16,
+        32,
+        64,
+    )
 
 
 def test_tune_config_is_data_settings_and_the_search_module_exports_its_entry_points() -> None:
@@ -239,11 +288,16 @@ def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path) -> None:
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "tests.helpers_tune", "--out", str(out), "--max-trials", "3"]
-    roles = [["--chief", address], ["--worker", address, "--worker-id", "w1"],
-             ["--worker", address, "--worker-id", "w2"]]
+    roles = [
+        ["--chief", address],
+        ["--worker", address, "--worker-id", "w1"],
+        ["--worker", address, "--worker-id", "w2"],
+    ]
     logs = [open(tmp_path / f"{i}.log", "w") for i in range(3)]  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen(command + role, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-             for role, log in zip(roles, logs, strict=True)]
+    procs = [
+        subprocess.Popen(command + role, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        for role, log in zip(roles, logs, strict=True)
+    ]
     try:
         deadline = time.monotonic() + 150
         # Stop early if any process fails: the others would wait for it.
@@ -279,8 +333,25 @@ def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest
     space = tmp_path / "space.yaml"
     space.write_text("width: 4\ndepths: [1-1]\nloss: bce\n")
     out = tmp_path / "search"
-    args = ["tune", "cnn", "--data", str(store), "--max-trials", "1", "--epochs", "1", "--space", str(space),
-            "--batch-size", "16", "--out", str(out), "--train-best", "--train-epochs", "1"]
+    args = [
+        "tune",
+        "cnn",
+        "--data",
+        str(store),
+        "--max-trials",
+        "1",
+        "--epochs",
+        "1",
+        "--space",
+        str(space),
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--train-best",
+        "--train-epochs",
+        "1",
+    ]
     try:
         status = main(args)
     except SystemExit as e:  # Typer's standalone mode exits on success
