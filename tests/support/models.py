@@ -35,7 +35,7 @@ def tiny_model(
             some noise: on "channel" crops its figures are neither perfect nor chance, untrained.
             "vector": Dense(16) -> our synchronized BatchNormalization -> ReLU, on feature vectors, for
             the distribution tests.
-        extra_layer: a layer applied after the rescaling ("conv" only), to put an op into the graph.
+        extra_layer: a layer applied after the rescaling (not for "vector"), to put an op into the graph.
         seed: the seed of the initial weights (and of the colour weights' noise).
     """
     import keras
