@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.helpers_batchnorm import copy_weights, twin_layers
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from yolol_tf.models.layers import BatchNormalization  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 # Half precision rounds the output to ~3 significant digits; float32 results agree to rounding.
 TOLERANCE = {"float32": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+
+
+def twin_layers(axis: int, dtype: str = "float32", **settings):
+    """Returns (ours, keras') BatchNormalization with the same settings."""
+    ours = BatchNormalization(axis=axis, dtype=dtype, **settings)
+    theirs = keras.layers.BatchNormalization(axis=axis, dtype=dtype, **settings)
+    return ours, theirs
+
+
+def copy_weights(*layers, seed: int = 0) -> None:
+    """Gives the layers the same non-trivial gamma, beta and moving statistics (positive, around 1)."""
+    rng = np.random.default_rng(seed)
+    for variables in zip(*(layer.weights for layer in layers), strict=True):
+        value = rng.uniform(0.5, 1.5, variables[0].shape).astype("float32")
+        for variable in variables:
+            variable.assign(value)
 
 
 def _run_steps(ours, theirs, shape, dtype, steps=4):
@@ -116,16 +125,9 @@ def test_config_round_trip_and_registration():
     assert keras.saving.get_registered_object("yolol_tf>BatchNormalization") is BatchNormalization
 
 
-def test_synchronized_matches_global_batch_under_mirrored_strategy():
+def test_synchronized_matches_global_batch_under_mirrored_strategy(run_python):
     # Logical devices must be set before TensorFlow starts, hence a fresh process.
-    code = (
-        "import json; from tests.helpers_batchnorm import check_synchronized_under_mirrored as c; "
-        "print(json.dumps(c()))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_python("-m", "tests.support.batchnorm_mirrored")
     assert done.returncode == 0, done.stderr[-2000:]
     gaps = json.loads(done.stdout.strip().splitlines()[-1])
     assert gaps.pop("replicas") == 2

@@ -46,7 +46,9 @@ def test_data_modules_print_only_to_stderr() -> None:
     for path in sorted((Path(demo.__file__).parent).glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
-                assert any(k.arg == "file" for k in node.keywords), f"{path.name}:{node.lineno} prints to stdout"
+                assert any(k.arg == "file" for k in node.keywords), (
+                    f"{path.name}:{node.lineno} prints to stdout"
+                )
             if isinstance(node, ast.Attribute) and node.attr == "stdout":
                 raise AssertionError(f"{path.name}:{node.lineno} uses sys.stdout")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers_data import LAYOUTS, NAMES, write_dataset
+from tests.support.data import LAYOUTS, YOLO_NAMES
 from yolol_tf.data import store as store_module
 from yolol_tf.data.crops import cut, plan_crops, plan_image
 from yolol_tf.data.images import read_image
@@ -101,7 +101,7 @@ def _read_records(store: Path, split: str) -> list[tuple[np.ndarray, np.ndarray,
     return out
 
 
-EXPECTED_LABELS = {  # per split: label_ids of each crop in order (see tests/helpers_data.py IMAGES)
+EXPECTED_LABELS = {  # per split: label_ids of each crop in order (see IMAGES in tests/support/data.py)
     "train": ["0", "1", "2", "1;2", "0", "1;2"],
     "val": ["0"],
     "test": ["2", "1"],
@@ -109,8 +109,8 @@ EXPECTED_LABELS = {  # per split: label_ids of each crop in order (see tests/hel
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_each_layout_converts_to_the_same_crops(tmp_path, layout):
-    store = prepare(write_dataset(tmp_path / "ds", layout), tmp_path / "store", workers=1, progress=False)
+def test_each_layout_converts_to_the_same_crops(tmp_path, layout, make_yolo_dataset):
+    store = prepare(make_yolo_dataset(tmp_path / "ds", layout), tmp_path / "store", workers=1, progress=False)
     rows = _read_index(store)
     labels = [r["label_ids"] for r in rows]
     if layout == "folder":  # one split, images in name order test_f, train_a.., val_d
@@ -120,11 +120,11 @@ def test_each_layout_converts_to_the_same_crops(tmp_path, layout):
             s: [r["label_ids"] for r in rows if r["split"] == s] for s in EXPECTED_LABELS
         } == EXPECTED_LABELS
     info = json.loads((store / "dataset.json").read_text())
-    assert info["names"] == NAMES and info["num_classes"] == 3 and info["problems"] == 0
+    assert info["names"] == YOLO_NAMES and info["num_classes"] == 3 and info["problems"] == 0
 
 
-def test_store_holds_the_letterboxed_crops_labels_and_rows(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_store_holds_the_letterboxed_crops_labels_and_rows(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, tmp_path / "store", size=32, workers=1, progress=False)
     info = json.loads((store / "dataset.json").read_text())
     assert info["format"] == "yolol-tf-store" and info["version"] == 2 and info["mode"] == "crop"
@@ -152,16 +152,22 @@ def test_store_holds_the_letterboxed_crops_labels_and_rows(tmp_path):
         assert [i for i in range(3) if label[i]] == [int(x) for x in r["label_ids"].split(";")]
 
 
-def test_shards_hold_a_fixed_number_of_crops_and_rows_continue_across_them(tmp_path, monkeypatch):
+def test_shards_hold_a_fixed_number_of_crops_and_rows_continue_across_them(
+    tmp_path, monkeypatch, make_yolo_dataset
+):
     monkeypatch.setattr(store_module, "CROPS_PER_SHARD", 4)
-    store = prepare(write_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", workers=2, progress=False)
+    store = prepare(
+        make_yolo_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", workers=2, progress=False
+    )
     train = json.loads((store / "dataset.json").read_text())["splits"]["train"]
     assert train["shards"] == ["shards/train-00000.tfrecord", "shards/train-00001.tfrecord"]
     assert [r[2] for r in _read_records(store, "train")] == list(range(6))
 
 
-def test_image_mode_gives_one_sample_per_image(tmp_path):
-    store = prepare(write_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", mode="image", workers=1)
+def test_image_mode_gives_one_sample_per_image(tmp_path, make_yolo_dataset):
+    store = prepare(
+        make_yolo_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", mode="image", workers=1
+    )
     rows = _read_index(store)
     assert [(r["image"].split("/")[-1], r["box"], r["label_ids"]) for r in rows] == [
         ("a.jpg", "", "0;1"), ("b.jpg", "", "2"), ("c.jpg", "", "0;1;2"),
@@ -170,8 +176,8 @@ def test_image_mode_gives_one_sample_per_image(tmp_path):
     assert (rows[1]["x2"], rows[1]["y2"]) == ("48", "64")
 
 
-def test_conversion_is_deterministic_whatever_the_number_of_workers(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_conversion_is_deterministic_whatever_the_number_of_workers(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     one = prepare(data, tmp_path / "one", workers=1, progress=False)
     two = prepare(data, tmp_path / "two", workers=2, progress=False)
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
@@ -181,13 +187,15 @@ def test_conversion_is_deterministic_whatever_the_number_of_workers(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_workers_start_cleanly_after_the_caller_used_opencv_threads(tmp_path):
+def test_workers_start_cleanly_after_the_caller_used_opencv_threads(tmp_path, make_yolo_dataset):
     import cv2
 
     # A forked child inherits OpenCV's thread-pool locks but not its threads and would hang here.
     cv2.setNumThreads(2)
     cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))
-    store = prepare(write_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", workers=2, progress=False)
+    store = prepare(
+        make_yolo_dataset(tmp_path / "ds", "ultralytics"), tmp_path / "s", workers=2, progress=False
+    )
     assert len(_read_index(store)) == 9
 
 
@@ -195,8 +203,8 @@ def _mtimes(store: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in store.rglob("*")}
 
 
-def test_unchanged_dataset_reuses_the_store_and_a_change_rebuilds_it(tmp_path, capsys):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_unchanged_dataset_reuses_the_store_and_a_change_rebuilds_it(tmp_path, capsys, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     before = _mtimes(store)
     assert prepare(data, tmp_path / "store", workers=1, progress=False) == store
@@ -211,9 +219,9 @@ def test_unchanged_dataset_reuses_the_store_and_a_change_rebuilds_it(tmp_path, c
     assert json.loads((store / "dataset.json").read_text())["size"] == 16
 
 
-def test_default_out_is_a_cache_folder_keyed_by_dataset_and_options(tmp_path, monkeypatch):
+def test_default_out_is_a_cache_folder_keyed_by_dataset_and_options(tmp_path, monkeypatch, make_yolo_dataset):
     monkeypatch.setenv("YOLOL_TF_CACHE", str(tmp_path / "cache"))
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     a = prepare(data, workers=1, progress=False)
     b = prepare(data, size=32, workers=1, progress=False)
     assert a.parent == tmp_path / "cache" / "stores" and a.name.startswith("ds-")
@@ -222,8 +230,8 @@ def test_default_out_is_a_cache_folder_keyed_by_dataset_and_options(tmp_path, mo
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_interrupted_run_leaves_no_complete_looking_store(tmp_path, monkeypatch, workers):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_interrupted_run_leaves_no_complete_looking_store(tmp_path, monkeypatch, workers, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     calls = []
 
     def interrupt(*args):
@@ -248,8 +256,10 @@ def test_interrupted_run_leaves_no_complete_looking_store(tmp_path, monkeypatch,
     assert (store / "dataset.json").read_text() == before  # the previous complete store survives
 
 
-def test_a_killed_run_leaves_only_a_hidden_partial_folder_that_the_next_run_removes(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_a_killed_run_leaves_only_a_hidden_partial_folder_that_the_next_run_removes(
+    tmp_path, make_yolo_dataset
+):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     stale = tmp_path / ".store.partial-999999999-abcd"  # no such process
     (stale / "shards").mkdir(parents=True)
     assert not (tmp_path / "store").exists()
@@ -257,9 +267,11 @@ def test_a_killed_run_leaves_only_a_hidden_partial_folder_that_the_next_run_remo
     assert not stale.exists() and (tmp_path / "store/dataset.json").is_file()
 
 
-def _bad_dataset(root: Path) -> Path:
-    """The tiny dataset with one of every problem added."""
-    data = write_dataset(root, "ultralytics")
+@pytest.fixture
+def bad_dataset(tmp_path: Path, make_yolo_dataset) -> Path:
+    """The tiny dataset in tmp_path/ds with one of every problem added."""
+    root = tmp_path / "ds"
+    data = make_yolo_dataset(root, "ultralytics")
     labels = root / "labels/train"
     with open(labels / "a.txt", "a") as f:
         f.write("7 0.5 0.5 0.1 0.1\n0 0.5 0.5\n0 0.5 x 0.1 0.1\n0 1.2 0.5 0.1 0.1\n0 0.5 0.5 0 0.1\n")
@@ -270,8 +282,8 @@ def _bad_dataset(root: Path) -> Path:
     return data
 
 
-def test_bad_input_converts_what_is_sound_and_reports_each_problem_once(tmp_path, capsys):
-    store = prepare(_bad_dataset(tmp_path / "ds"), tmp_path / "store", workers=1, progress=False)
+def test_bad_input_converts_what_is_sound_and_reports_each_problem_once(tmp_path, capsys, bad_dataset):
+    store = prepare(bad_dataset, tmp_path / "store", workers=1, progress=False)
     assert [r["label_ids"] for r in _read_index(store) if r["split"] == "train"] == EXPECTED_LABELS["train"]
     problems = read_problems(store)
     by_kind = {p.kind: p for p in problems}
@@ -286,8 +298,8 @@ def test_bad_input_converts_what_is_sound_and_reports_each_problem_once(tmp_path
     assert "8 problems" in out and "class id out of range: 1" in out and f"{a}:3" in out
 
 
-def test_a_val_that_is_the_train_reports_each_problem_once(tmp_path, capsys):
-    data = _bad_dataset(tmp_path / "ds")
+def test_a_val_that_is_the_train_reports_each_problem_once(tmp_path, capsys, bad_dataset):
+    data = bad_dataset
     cfg = yaml.safe_load(data.read_text())
     data.write_text(yaml.safe_dump({**cfg, "val": cfg["train"]}))  # as some exports have it
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
@@ -299,9 +311,9 @@ def test_a_val_that_is_the_train_reports_each_problem_once(tmp_path, capsys):
     assert val == EXPECTED_LABELS["train"]  # still converted
 
 
-def test_a_box_sticking_out_of_the_image_gives_a_crop_clipped_to_it(tmp_path):
+def test_a_box_sticking_out_of_the_image_gives_a_crop_clipped_to_it(tmp_path, make_yolo_dataset):
     # A 64 x 48 image; the box spans x 50..74 (cx 0.97, w 0.375): its values are in [0, 1], its right edge is not.
-    data = write_dataset(tmp_path / "ds", images={"train": {"a": (64, 48, [(0, 10, 10, 30, 30)])}})
+    data = make_yolo_dataset(tmp_path / "ds", images={"train": {"a": (64, 48, [(0, 10, 10, 30, 30)])}})
     (tmp_path / "ds/labels/train/a.txt").write_text("0 0.968750 0.5 0.375 0.5\n")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     assert read_problems(store) == []
@@ -309,8 +321,8 @@ def test_a_box_sticking_out_of_the_image_gives_a_crop_clipped_to_it(tmp_path):
     assert [int(row[k]) for k in ("x1", "y1", "x2", "y2")] == [50, 12, 64, 36]
 
 
-def test_strict_fails_on_the_first_problem_naming_file_line_and_value(tmp_path):
-    data = _bad_dataset(tmp_path / "ds")
+def test_strict_fails_on_the_first_problem_naming_file_line_and_value(tmp_path, bad_dataset):
+    data = bad_dataset
     (tmp_path / "ds/labels/train/ghost.txt").unlink()
     with pytest.raises(UserError, match=r"a\.txt:3: class id out of range .*'7'") as e:
         prepare(data, tmp_path / "store", strict=True, workers=1, progress=False)
@@ -318,8 +330,8 @@ def test_strict_fails_on_the_first_problem_naming_file_line_and_value(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
-def test_strict_refuses_a_reused_store_that_was_converted_with_problems(tmp_path):
-    data = _bad_dataset(tmp_path / "ds")
+def test_strict_refuses_a_reused_store_that_was_converted_with_problems(tmp_path, bad_dataset):
+    data = bad_dataset
     (tmp_path / "ds/labels/train/ghost.txt").unlink()  # leave only problems found while converting
     prepare(data, tmp_path / "store", workers=1, progress=False)
     with pytest.raises(UserError, match=r"class id out of range .*--strict; recorded when"):
@@ -327,8 +339,8 @@ def test_strict_refuses_a_reused_store_that_was_converted_with_problems(tmp_path
     assert prepare(data, tmp_path / "store", workers=1, progress=False) == (tmp_path / "store").absolute()
 
 
-def test_bad_options_and_a_foreign_out_folder_are_user_errors(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_bad_options_and_a_foreign_out_folder_are_user_errors(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     for kwargs, match in [({"size": 4}, "size=4"), ({"mode": "tiles"}, "mode='tiles'"),
                           ({"min_visible": 1.5}, "min_visible=1.5"), ({"context": -1}, "context=-1")]:  # fmt: skip
         with pytest.raises(UserError, match=match):
@@ -340,18 +352,20 @@ def test_bad_options_and_a_foreign_out_folder_are_user_errors(tmp_path):
     assert (tmp_path / "mine/notes.txt").read_text() == "keep me"
 
 
-def test_the_default_store_lives_under_the_cache_with_the_user_folder_expanded(tmp_path, monkeypatch):
+def test_the_default_store_lives_under_the_cache_with_the_user_folder_expanded(
+    tmp_path, monkeypatch, make_yolo_dataset
+):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("YOLOL_TF_CACHE", "~/cache")
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, workers=1, progress=False)
     assert store.is_relative_to(tmp_path / "cache" / "stores") and (store / "dataset.json").is_file()
 
 
-def test_a_second_conversion_into_a_store_in_use_is_refused(tmp_path):
+def test_a_second_conversion_into_a_store_in_use_is_refused(tmp_path, make_yolo_dataset):
     from yolol_tf.locks import exclusive
 
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     with exclusive(tmp_path / "store", what="conversion"), pytest.raises(UserError, match="conversion"):
         prepare(data, tmp_path / "store", workers=1, progress=False)
     assert not (tmp_path / "store").exists()

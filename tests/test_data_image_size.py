@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.helpers_data import write_dataset
 from yolol_tf.data import images
 from yolol_tf.data.images import MAX_PIXELS, declared_size, read_image
 from yolol_tf.errors import UserError
@@ -94,10 +93,12 @@ def test_an_unreadable_header_leaves_the_verdict_to_the_decoder(tmp_path):
         read_image(path)
 
 
-def test_conversion_reports_a_huge_image_as_a_problem_and_converts_the_rest(tmp_path, decoded):
+def test_conversion_reports_a_huge_image_as_a_problem_and_converts_the_rest(
+    tmp_path, decoded, make_yolo_dataset
+):
     from yolol_tf.data.store import prepare, read_problems
 
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     bomb = tmp_path / "ds/images/train/bomb.png"
     bomb.write_bytes(huge_png())
     store = prepare(data, tmp_path / "store", workers=1, progress=False)

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers_data import write_dataset
 from yolol_tf.data.names import check_names
 from yolol_tf.data.yolo import find_dataset
 from yolol_tf.errors import UserError
 
 
-def _yaml_dataset(tmp_path, names_block: str):
-    """The tiny dataset with ``names_block`` (YAML text starting at line 4) as its names."""
-    data = write_dataset(tmp_path / "ds", "ultralytics")
-    data.write_text("path: .\ntrain: images/train\nval: images/val\n" + names_block)
-    return data
+@pytest.fixture
+def yaml_dataset(make_yolo_dataset):
+    """``yaml_dataset(folder, names_block)``: the tiny dataset in folder/ds with ``names_block`` (YAML text
+    starting at line 4) as its names."""
+
+    def write(folder, names_block: str):
+        data = make_yolo_dataset(folder / "ds", "ultralytics")
+        data.write_text("path: .\ntrain: images/train\nval: images/val\n" + names_block)
+        return data
+
+    return write
 
 
-def _folder_dataset(tmp_path, classes: str):
-    root = write_dataset(tmp_path / "ds", "folder")
-    (root / "classes.txt").write_text(classes, encoding="utf-8")
-    return root
+@pytest.fixture
+def folder_dataset(make_yolo_dataset):
+    """``folder_dataset(folder, classes)``: the tiny dataset in folder/ds, a plain folder with ``classes`` as
+    its classes.txt."""
+
+    def write(folder, classes: str):
+        root = make_yolo_dataset(folder / "ds", "folder")
+        (root / "classes.txt").write_text(classes, encoding="utf-8")
+        return root
+
+    return write
 
 
 def _refusal(data) -> str:
@@ -47,9 +59,9 @@ def _refusal(data) -> str:
     ],
 )
 def test_bad_names_in_a_data_yaml_list_or_mapping_name_file_line_and_value(
-    tmp_path, block, line, received, what
+    tmp_path, yaml_dataset, block, line, received, what
 ):
-    data = _yaml_dataset(tmp_path, block)
+    data = yaml_dataset(tmp_path, block)
     message = _refusal(data)
     assert message.startswith(f"{data}:{line}: ") and what in message
     assert message.endswith(f"Received: {received}")
@@ -67,17 +79,21 @@ def test_bad_names_in_a_data_yaml_list_or_mapping_name_file_line_and_value(
         ("apple\r\nbanana\r\nbanana\r\n", 3, "'banana'", "same name as class 1 (line 2)"),
     ],
 )
-def test_bad_names_in_classes_txt_name_file_line_and_value(tmp_path, text, line, received, what):
-    root = _folder_dataset(tmp_path, text)
+def test_bad_names_in_classes_txt_name_file_line_and_value(
+    tmp_path, folder_dataset, text, line, received, what
+):
+    root = folder_dataset(tmp_path, text)
     message = _refusal(root)
     assert message.startswith(f"{root / 'classes.txt'}:{line}: ") and what in message
     assert message.endswith(f"Received: {received}")
 
 
-def test_sound_names_pass_and_trailing_blank_lines_in_classes_txt_are_ignored(tmp_path):
-    root = _folder_dataset(tmp_path, " apple\nbanana \r\ncherry\n\n  \n")
+def test_sound_names_pass_and_trailing_blank_lines_in_classes_txt_are_ignored(
+    tmp_path, yaml_dataset, folder_dataset
+):
+    root = folder_dataset(tmp_path, " apple\nbanana \r\ncherry\n\n  \n")
     assert find_dataset(root).names == ["apple", "banana", "cherry"]
-    data = _yaml_dataset(tmp_path / "y", "names: {0: apple, 1: 2, 2: Cherry Tomato}\n")
+    data = yaml_dataset(tmp_path / "y", "names: {0: apple, 1: 2, 2: Cherry Tomato}\n")
     assert find_dataset(data).names == ["apple", "2", "Cherry Tomato"]
 
 

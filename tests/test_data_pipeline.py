@@ -10,14 +10,21 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tests.helpers_pipeline import random_store
 from yolol_tf.data import DatasetInfo, augment_batch, load, open_data, read_info
 from yolol_tf.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return random_store(tmp_path_factory.mktemp("store"), counts={"train": 21, "val": 10}, size=8)
+def store(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
+    # Shards of 8, so that reading in order is tested across shard boundaries.
+    return make_store(
+        tmp_path_factory.mktemp("store"),
+        pattern="random",
+        counts={"train": 21, "val": 10},
+        size=8,
+        num_classes=4,
+        records_per_shard=8,
+    )
 
 
 def _collect(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -10,16 +10,16 @@ import pytest
 import yaml
 from PIL import Image, ImageOps
 
-from tests.helpers_data import IMAGES, LAYOUTS, NAMES, write_dataset
+from tests.support.data import IMAGES, LAYOUTS, YOLO_NAMES
 from yolol_tf.data.images import letterbox, letterbox_geometry, read_image
 from yolol_tf.data.yolo import find_dataset, label_path, parse_labels
 from yolol_tf.errors import UserError
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_each_layout_finds_every_image_its_label_and_the_names(tmp_path, layout):
-    ds = find_dataset(write_dataset(tmp_path / "ds", layout))
-    assert ds.names == NAMES
+def test_each_layout_finds_every_image_its_label_and_the_names(tmp_path, layout, make_yolo_dataset):
+    ds = find_dataset(make_yolo_dataset(tmp_path / "ds", layout))
+    assert ds.names == YOLO_NAMES
     assert ds.problems == []
     found = {s: sorted(Path(i.rel).stem for i in items) for s, items in ds.splits.items()}
     if layout == "folder":
@@ -36,8 +36,8 @@ def test_label_path_replaces_the_last_images_segment(tmp_path):
     assert label_path(image) == str(tmp_path / "images" / "x" / "labels" / "a.b.txt")
 
 
-def test_wrong_yaml_path_and_roboflow_dotdot_are_tolerated(tmp_path):
-    data = write_dataset(tmp_path / "ds", "roboflow")
+def test_wrong_yaml_path_and_roboflow_dotdot_are_tolerated(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "roboflow")
     cfg = yaml.safe_load(data.read_text())
     cfg["path"] = "/content/datasets/not-here"  # the exporting machine's path
     data.write_text(yaml.safe_dump(cfg))
@@ -46,14 +46,14 @@ def test_wrong_yaml_path_and_roboflow_dotdot_are_tolerated(tmp_path):
     assert [i.rel for i in ds.splits["val"]] == ["valid/images/d.jpg", "valid/images/e.jpg"]
 
 
-def test_a_folder_with_one_yaml_of_another_name_uses_it(tmp_path):
-    data = write_dataset(tmp_path / "ds", "roboflow")
+def test_a_folder_with_one_yaml_of_another_name_uses_it(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "roboflow")
     data.rename(data.with_name("fruit.yaml"))
     assert find_dataset(tmp_path / "ds").source == tmp_path / "ds" / "fruit.yaml"
 
 
-def test_upper_case_extensions_are_images(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_upper_case_extensions_are_images(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     a = tmp_path / "ds/images/train/a.jpg"
     a.rename(a.with_name("A.JPEG"))
     (tmp_path / "ds/labels/train/a.txt").rename(tmp_path / "ds/labels/train/A.txt")
@@ -65,8 +65,8 @@ def test_upper_case_extensions_are_images(tmp_path):
     "names, message",
     [({"names": ["a", "b"], "nc": 3}, "nc"), ({"names": {0: "a", 2: "b"}}, "0..1"), ({}, "names")],
 )
-def test_bad_names_say_what_is_wrong(tmp_path, names, message):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_bad_names_say_what_is_wrong(tmp_path, names, message, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     cfg = {k: v for k, v in yaml.safe_load(data.read_text()).items() if k not in ("names", "nc")}
     data.write_text(yaml.safe_dump({**cfg, **names}))
     with pytest.raises(UserError, match=message) as e:
@@ -74,10 +74,10 @@ def test_bad_names_say_what_is_wrong(tmp_path, names, message):
     assert str(data) in e.value.message and e.value.exit_code == 2
 
 
-def test_missing_dataset_and_missing_split_folder_are_user_errors(tmp_path):
+def test_missing_dataset_and_missing_split_folder_are_user_errors(tmp_path, make_yolo_dataset):
     with pytest.raises(UserError, match="not found"):
         find_dataset(tmp_path / "nope.yaml")
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     cfg = yaml.safe_load(data.read_text())
     data.write_text(yaml.safe_dump({**cfg, "val": "images/missing"}))
     with pytest.raises(UserError, match="images/missing"):
@@ -166,8 +166,8 @@ def test_each_bad_line_is_reported_once_with_file_line_and_value(tmp_path, line,
     assert f"{path}:2" in str(p) and value in str(p)
 
 
-def test_orphan_labels_and_listed_missing_images_are_reported(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics_txt")
+def test_orphan_labels_and_listed_missing_images_are_reported(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics_txt")
     (tmp_path / "ds/labels/train/ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     with open(tmp_path / "ds/train.txt", "a") as f:
         f.write("./images/train/gone.jpg\n")
@@ -236,8 +236,8 @@ def test_letterbox_places_the_image_and_pads_with_114():
     assert letterbox(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 32).shape == (32, 32, 3)
 
 
-def test_a_label_file_shared_by_two_images_is_a_problem_naming_both(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics")
+def test_a_label_file_shared_by_two_images_is_a_problem_naming_both(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     image = tmp_path / "ds/images/train/a.jpg"
     cv2.imwrite(str(image.with_suffix(".png")), cv2.imread(str(image)))
     ds = find_dataset(data)
@@ -249,8 +249,8 @@ def test_a_label_file_shared_by_two_images_is_a_problem_naming_both(tmp_path):
     assert [i.rel for i in ds.splits["train"]] == ["images/train/b.jpg", "images/train/c.jpg"]
 
 
-def test_splits_reading_the_same_files_report_each_listing_problem_once(tmp_path):
-    data = write_dataset(tmp_path / "ds", "ultralytics_txt")
+def test_splits_reading_the_same_files_report_each_listing_problem_once(tmp_path, make_yolo_dataset):
+    data = make_yolo_dataset(tmp_path / "ds", "ultralytics_txt")
     with open(tmp_path / "ds/train.txt", "a") as f:
         f.write("./images/train/gone.jpg\n")
     cfg = yaml.safe_load(data.read_text())

@@ -7,15 +7,102 @@ devices before it starts, so never in the test process itself).
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from tests import helpers_distribute as helpers
+from tests.support import distribute_worker as worker
+from tests.support.processes import CLI, free_ports, kill_all, python_env, read_logs, start_python, wait_all
 from yolol_tf.errors import UserError
 from yolol_tf.training import distribute
+
+WORKER = "tests.support.distribute_worker"
+
+
+def _start(mode: str, out: Path, *args: str) -> subprocess.Popen:
+    """Starts ``python -m tests.support.distribute_worker MODE --out OUT ARGS``; output goes to OUT/log-*.txt."""
+    name = "-".join([mode, *[a for a in args if a.isdigit()]])
+    log = open(out / f"log-{name}-{time.monotonic_ns()}.txt", "w")  # noqa: SIM115 (the child holds it)
+    return start_python("-m", WORKER, mode, "--out", str(out), *args, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _start_workers(out: Path, count: int = 2, *args: str) -> list[subprocess.Popen]:
+    """Starts ``count`` workers on 127.0.0.1 training together."""
+    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(count))
+    return [_start("worker", out, "--workers", workers, "--task-index", str(i), *args) for i in range(count)]
+
+
+def _run_with_restarts(
+    out: Path, count: int, args: list[str], first_args: dict[int, list[str]], timeout: float
+) -> list[int | None]:
+    """Runs ``count`` workers, restarting each one that fails once (as a cluster manager would).
+
+    Args:
+        out: the workers' folder.
+        count: number of workers.
+        args: arguments of every worker.
+        first_args: extra arguments of a worker's first start, by task index.
+        timeout: seconds for the whole run.
+
+    Returns:
+        The final exit codes (None: still running at the timeout, then killed).
+    """
+    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(count))
+
+    def launch(index: int, extra: list[str]) -> subprocess.Popen:
+        return _start("worker", out, "--workers", workers, "--task-index", str(index), *args, *extra)
+
+    processes = [launch(i, first_args.get(i, [])) for i in range(count)]
+    restarted = [False] * count
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            codes = [p.poll() for p in processes]
+            if all(code == 0 for code in codes):
+                break
+            for i, code in enumerate(codes):
+                if code not in (None, 0) and not restarted[i]:
+                    processes[i], restarted[i] = launch(i, []), True
+            time.sleep(0.2)
+        return [p.poll() for p in processes]
+    finally:
+        kill_all(processes)
+
+
+def _start_train_cli(root: Path, count: int, args: list[str]) -> list[subprocess.Popen]:
+    """Starts ``count`` workers of ``yolol-tf train ARGS --workers ... --task-index i`` on 127.0.0.1.
+
+    Worker ``i`` runs in ``root/worker-i`` (its working directory, HOME, TMPDIR and yolol-tf cache), so a
+    test sees anything it writes outside the run folder; its output goes to ``root/log-train-i.txt``.
+    """
+    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(count))
+    processes = []
+    for i in range(count):
+        home = root / f"worker-{i}"
+        for folder in ("home", "tmp", "cache"):
+            (home / folder).mkdir(parents=True, exist_ok=True)
+        # `import keras` itself writes keras.json and Matplotlib's font cache in every process: not ours.
+        library_cache = root / "library-cache"
+        env = python_env(
+            HOME=str(home / "home"),
+            TMPDIR=str(home / "tmp"),
+            YOLOL_TF_CACHE=str(home / "cache"),
+            KERAS_HOME=str(library_cache / "keras"),
+            MPLCONFIGDIR=str(library_cache / "matplotlib"),
+        )
+        log = open(root / f"log-train-{i}.txt", "w")  # noqa: SIM115 (the child holds it)
+        argv = ["-c", CLI, "train", *args, "--workers", workers, "--task-index", str(i)]
+        processes.append(start_python(*argv, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return processes
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Paths of the files below ``folder``, relative to it (empty folders do not count)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
 
 
 def _max_gap(a: list, b: list) -> float:
@@ -24,7 +111,10 @@ def _max_gap(a: list, b: list) -> float:
 
 def test_workers_and_task_index_become_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     config = distribute.tf_config_for("10.0.0.1:2222, node-b:2222", 1)
-    assert config == {"cluster": {"worker": ["10.0.0.1:2222", "node-b:2222"]}, "task": {"type": "worker", "index": 1}}
+    assert config == {
+        "cluster": {"worker": ["10.0.0.1:2222", "node-b:2222"]},
+        "task": {"type": "worker", "index": 1},
+    }
     assert distribute.read_tf_config(json.dumps(config)) == config
     # A Kubernetes indexed Job gives each pod its index.
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
@@ -63,8 +153,9 @@ def test_bad_workers_arguments_are_user_errors(monkeypatch: pytest.MonkeyPatch) 
         distribute.make_strategy("gpus")
 
 
-def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+def test_train_passes_workers_and_task_index_to_the_strategy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from yolol_tf.training import TrainConfig, train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -76,14 +167,19 @@ def test_train_passes_workers_and_task_index_to_the_strategy(monkeypatch: pytest
 
 
 def test_slurm_environment_becomes_tf_config() -> None:
-    assert distribute.expand_hostlist("gpu[08-10,12],login1") == ["gpu08", "gpu09", "gpu10", "gpu12", "login1"]
+    hosts = ["gpu08", "gpu09", "gpu10", "gpu12", "login1"]
+    assert distribute.expand_hostlist("gpu[08-10,12],login1") == hosts
     env = {"SLURM_STEP_NODELIST": "gpu[1-2]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURM_PROCID": "3"}
     config = distribute.tf_config_from_slurm(env, port=7000)
     assert config["cluster"]["worker"] == ["gpu1:7000", "gpu1:7001", "gpu2:7000", "gpu2:7001"]
     assert config["task"] == {"type": "worker", "index": 3}
     # One task is no cluster.
-    assert distribute.tf_config_from_slurm({"SLURM_JOB_NODELIST": "n1", "SLURM_TASKS_PER_NODE": "1",
-                                            "SLURM_PROCID": "0"}) is None
+    assert (
+        distribute.tf_config_from_slurm(
+            {"SLURM_JOB_NODELIST": "n1", "SLURM_TASKS_PER_NODE": "1", "SLURM_PROCID": "0"}
+        )
+        is None
+    )
 
 
 def test_auto_on_one_device_trains_with_fit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,8 +194,9 @@ def _cluster_member(task_type: str, task_id: int, cluster: dict):
     """A stand-in for a multi-worker strategy: only its cluster resolver."""
     import tensorflow as tf
 
-    resolver = SimpleNamespace(task_type=task_type, task_id=task_id,
-                               cluster_spec=lambda: tf.train.ClusterSpec(cluster))
+    resolver = SimpleNamespace(
+        task_type=task_type, task_id=task_id, cluster_spec=lambda: tf.train.ClusterSpec(cluster)
+    )
     return SimpleNamespace(cluster_resolver=resolver)
 
 
@@ -143,19 +240,25 @@ def test_custom_fit_matches_fit_and_drives_callbacks(tmp_path: Path) -> None:
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
-    reference = helpers.train(strategy, 2, use_fit=True)
+    reference = worker.train(strategy, 2, use_fit=True)
     csv = tmp_path / "history.csv"
     seen: list[str] = []
     spy = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.append("train_begin"),
         on_epoch_begin=lambda epoch, logs: seen.append(f"epoch_begin {epoch}"),
-        on_train_batch_end=lambda batch, logs: seen.append(f"batch {batch} loss" if "loss" in logs else "batch"),
+        on_train_batch_end=lambda batch, logs: seen.append(
+            f"batch {batch} loss" if "loss" in logs else "batch"
+        ),
         on_epoch_end=lambda epoch, logs: seen.append(f"epoch_end {epoch} {sorted(logs)}"),
         on_train_end=lambda logs: seen.append("train_end"),
     )
-    ours = helpers.train(strategy, 2, callbacks=[keras.callbacks.CSVLogger(str(csv)), spy])
+    ours = worker.train(strategy, 2, callbacks=[keras.callbacks.CSVLogger(str(csv)), spy])
 
-    assert ours["history"].keys() == reference["history"].keys() == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert (
+        ours["history"].keys()
+        == reference["history"].keys()
+        == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    )
     for name, values in reference["history"].items():
         np.testing.assert_allclose(ours["history"][name], values, rtol=1e-6)
     assert _max_gap(ours["weights"], reference["weights"]) < 1e-6
@@ -176,10 +279,12 @@ def test_custom_fit_resumes_after_an_interruption(tmp_path: Path) -> None:
     strategy = tf.distribute.get_strategy()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(KeyboardInterrupt):
-        helpers.train(strategy, 4, callbacks=[backup, Interrupt()])
+        worker.train(strategy, 4, callbacks=[backup, Interrupt()])
     assert (tmp_path / "backup" / "checkpoint").is_file()
-    resumed = helpers.train(strategy, 4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
-    reference = helpers.train(strategy, 4)
+    resumed = worker.train(
+        strategy, 4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+    )
+    reference = worker.train(strategy, 4)
 
     assert len(resumed["history"]["loss"]) == 2  # epochs 2 and 3 only
     np.testing.assert_allclose(resumed["history"]["loss"], reference["history"]["loss"][2:], rtol=1e-5)
@@ -191,19 +296,19 @@ def test_custom_fit_resumes_after_an_interruption(tmp_path: Path) -> None:
 def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
     import tensorflow as tf
 
-    processes = helpers.start_workers(tmp_path, 2)
+    processes = _start_workers(tmp_path, 2)
     try:
-        codes = helpers.wait_all(processes, timeout=240)
+        codes = wait_all(processes, timeout=240)
     finally:
-        helpers.kill_all(processes)
-    assert codes == [0, 0], helpers.logs(tmp_path)
+        kill_all(processes)
+    assert codes == [0, 0], read_logs(tmp_path)
     chief, other = (json.loads((tmp_path / f"result-{i}.json").read_text()) for i in range(2))
     assert (chief["chief"], other["chief"]) == (True, False)
     assert _max_gap(chief["weights"], other["weights"]) == 0.0
     # Only the chief writes the run folder's files.
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
 
-    single = helpers.train(tf.distribute.get_strategy(), 2)
+    single = worker.train(tf.distribute.get_strategy(), 2)
     np.testing.assert_allclose(chief["history"]["loss"], single["history"]["loss"], rtol=1e-5)
     np.testing.assert_allclose(chief["history"]["val_loss"], single["history"]["val_loss"], rtol=1e-5)
     assert _max_gap(chief["weights"], single["weights"]) < 1e-4
@@ -211,12 +316,12 @@ def test_two_workers_train_like_one_process(tmp_path: Path) -> None:
 
 @pytest.mark.large
 def test_mirrored_on_two_devices_trains_like_one(tmp_path: Path) -> None:
-    process = helpers.start("mirrored", tmp_path)
+    process = _start("mirrored", tmp_path)
     try:
-        codes = helpers.wait_all([process], timeout=180)
+        codes = wait_all([process], timeout=180)
     finally:
-        helpers.kill_all([process])
-    assert codes == [0], helpers.logs(tmp_path)
+        kill_all([process])
+    assert codes == [0], read_logs(tmp_path)
     result = json.loads((tmp_path / "result-mirrored.json").read_text())
     assert result["replicas"] == 2 and not result["needs_custom_loop"]
     one = result["one_device"]
@@ -233,10 +338,10 @@ def test_killed_worker_restarts_and_the_run_completes(tmp_path: Path) -> None:
     import tensorflow as tf
 
     # Worker 1 dies at the start of epoch 1; its partner's collectives then fail, and both are restarted.
-    codes = helpers.run_with_restarts(
+    codes = _run_with_restarts(
         tmp_path, 2, ["--epochs", "3", "--backup"], {1: ["--die-at-epoch", "1"]}, timeout=300
     )
-    assert codes == [0, 0], helpers.logs(tmp_path)
+    assert codes == [0, 0], read_logs(tmp_path)
     chief, other = (json.loads((tmp_path / f"result-{i}.json").read_text()) for i in range(2))
     assert len(chief["history"]["loss"]) == 2  # resumed after epoch 0
     assert _max_gap(chief["weights"], other["weights"]) == 0.0
@@ -244,16 +349,16 @@ def test_killed_worker_restarts_and_the_run_completes(tmp_path: Path) -> None:
     assert epochs == ["0", "1", "2"]
     assert not (tmp_path / "backup").exists()
 
-    single = helpers.train(tf.distribute.get_strategy(), 3)
+    single = worker.train(tf.distribute.get_strategy(), 3)
     assert _max_gap(chief["weights"], single["weights"]) < 1e-4
 
 
 @pytest.mark.large
-def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path) -> None:
-    from tests.helpers_pipeline import random_store
-
+def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path, make_store) -> None:
     # 4 train shard files: each of the 2 workers reads its own 2.
-    store = random_store(tmp_path / "store", counts={"train": 32, "val": 16}, size=32, num_classes=3)
+    store = make_store(
+        tmp_path / "store", pattern="random", counts={"train": 32, "val": 16}, size=32, records_per_shard=8
+    )
     settings = tmp_path / "tiny.yaml"
     settings.write_text(
         "model_options: {width: 8, depths: [1]}\nbatch_size: 8\naugment: 0.0\npatience: 0\n"
@@ -261,13 +366,13 @@ def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path
     )
     run = tmp_path / "shared" / "run"
     args = ["cnn", "--config", str(settings), "--data", str(store), "--size", "32", "--epochs", "2",
-            "--steps-per-epoch", "2", "--strategy", "multi-worker", "--out", str(run)]
-    processes = helpers.start_train_cli(tmp_path, 2, args)
+            "--steps-per-epoch", "2", "--strategy", "multi-worker", "--out", str(run)]  # fmt: skip
+    processes = _start_train_cli(tmp_path, 2, args)
     try:
-        codes = helpers.wait_all(processes, timeout=240)
+        codes = wait_all(processes, timeout=240)
     finally:
-        helpers.kill_all(processes)
-    assert codes == [0, 0], helpers.logs(tmp_path)
+        kill_all(processes)
+    assert codes == [0, 0], read_logs(tmp_path)
 
     assert sorted(p.name for p in run.iterdir()) == [
         "best.json", "best.keras", "config.yaml", "history.csv", "labels.json", "last.keras", "logs",
@@ -276,4 +381,4 @@ def test_two_workers_run_yolol_tf_train_and_only_the_chief_writes(tmp_path: Path
     assert [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1"]
     assert "val" in json.loads((run / "metrics.json").read_text())
     # The other worker wrote nothing anywhere: no run folder, cache or leftover scratch files.
-    assert helpers.files_under(tmp_path / "worker-1") == []
+    assert _files_under(tmp_path / "worker-1") == []

@@ -5,8 +5,6 @@ runners that return perturbed numbers stand in for a GPU that agrees or disagree
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -17,8 +15,6 @@ import pytest
 from yolol_tf.doctor import compare as cmp
 from yolol_tf.doctor import gate
 from yolol_tf.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,26 +106,9 @@ def test_the_tolerance_passes_tf32_rounding_and_xla_with_room_to_spare(cpu_step:
         assert result.weight_diff / result.weight_tolerance < most
 
 
-def test_two_logical_cpu_devices_agree_and_a_perturbed_one_does_not() -> None:
+def test_two_logical_cpu_devices_agree_and_a_perturbed_one_does_not(run_python) -> None:
     """The real placement path: variables and the step's ops on /CPU:1, compared with /CPU:0."""
-    code = """
-import json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from dataclasses import replace
-from yolol_tf.doctor.compare import check_devices, run_step
-
-def off(device, jit=False):
-    step = run_step(device, jit=jit)
-    if device == "/CPU:1":
-        step = replace(step, outputs={**step.outputs, "probe_dense_relu": step.outputs["probe_dense_relu"] * 1.1})
-    return step
-
-same, wrong = check_devices(["/CPU:1"], xla=True), check_devices(["/CPU:1"], xla=False, runner=off)
-print(json.dumps([same.to_dict(), wrong.to_dict()]))
-"""
-    done = _python(code)
+    done = run_python("-m", "tests.support.device_check")
     assert done.returncode == 0, done.stderr[-2000:]
     same, wrong = json.loads(done.stdout.strip().splitlines()[-1])
     assert same["agree"] and [r["device"] for r in same["results"]] == ["/CPU:1", "/CPU:1 (XLA)"]
@@ -252,9 +231,8 @@ def test_a_hidden_gpu_is_not_trained_on_with_gpu_settings(monkeypatch: pytest.Mo
 
 
 def test_train_checks_the_devices_before_anything_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_train_config
 ) -> None:
-    from tests.helpers_train import tiny_config
     from yolol_tf.training import train
 
     class Checked(Exception):
@@ -265,17 +243,15 @@ def test_train_checks_the_devices_before_anything_else(
 
     monkeypatch.setattr(gate, "check_devices_before_training", check)
     with pytest.raises(Checked):
-        train(tiny_config(tmp_path, tmp_path / "run"))  # no data is read before the check
+        train(tiny_train_config(tmp_path, tmp_path / "run"))  # no data is read before the check
     assert not (tmp_path / "run").exists()
 
 
 # --- yolol-tf doctor ---------------------------------------------------------------------------------
 
 
-def test_doctor_json_is_the_only_thing_on_stdout() -> None:
-    done = _python(
-        "import sys; from yolol_tf.cli import main; sys.exit(main(['doctor', '--format', 'json']))"
-    )
+def test_doctor_json_is_the_only_thing_on_stdout(run_cli) -> None:
+    done = run_cli("doctor", "--format", "json")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)  # fails on any stray line
     import tensorflow as tf
@@ -331,11 +307,3 @@ def test_doctor_warns_of_a_metal_plugin_documented_for_another_tensorflow(
     from yolol_tf.doctor.report import metal_warnings
 
     assert bool(metal_warnings({"tensorflow-metal": metal, "tensorflow": tensorflow})) == warned
-
-
-def _python(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )

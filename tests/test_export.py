@@ -9,27 +9,76 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers_export import (
-    NAMES,
-    cli,
-    cumprod_layer,
-    int8_fragile_model,
-    synthetic_crops,
-    tiny_model,
-    train_tiny,
-    val_crops,
-    write_run,
-    write_store,
-)
+from tests.support.data import RGB as NAMES
 from yolol_tf.errors import UserError
+
+# Everything is small enough to build and train in a second or two on a CPU: 32x32 "centre" crops of three
+# classes that a linear probe separates (class k brightens colour channel k), a handful of filters.
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, make_store, make_tiny_model, train_briefly, make_run):
     """A run folder with a briefly trained tiny model and its store (shared: training costs seconds)."""
     root = tmp_path_factory.mktemp("export")
-    store = write_store(root / "store")
-    return write_run(root / "run", train_tiny(tiny_model(), steps=40), store)
+    store = make_store(root / "store", names=NAMES, counts={"train": 96, "val": 48})
+    return make_run(root / "run", train_briefly(make_tiny_model(), steps=40), store)
+
+
+def _val_crops(run) -> tuple[np.ndarray, np.ndarray]:
+    """The crops (and labels) of the run's store's val split, in the order export checks on them."""
+    from yolol_tf.data import open_data
+    from yolol_tf.runs import read_run_config
+
+    source = open_data(str(read_run_config(run)["data"]), size=32)
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in source.dataset("val", 64)), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _int8_fragile_model(trained, x: np.ndarray, *, span: float = 1e4):
+    """``trained`` (a "conv" tiny model) with a layer int8 quantisation breaks on purpose.
+
+    A Dense layer ``wide`` goes between the pooled features and the logits: it passes the features
+    through unchanged and adds one channel spanning about ±``span`` that the logits ignore (weight 0).
+    In float the outputs are exactly the trained model's; in int8 the wide tensor is quantised with one
+    scale for all its channels (about span / 127 per step), which rounds every real feature to nothing.
+    Keeping ``wide`` and ``logits`` in float (so the wide tensor never goes through int8) recovers it.
+
+    Args:
+        trained: a trained tiny model.
+        x: crops the span is measured on.
+        span: the extra channel's half-range on ``x``.
+    """
+    import keras
+
+    features = trained.get_layer("logits").input
+    n = int(features.shape[-1])
+    wide = keras.layers.Dense(n + 1, name="wide")
+    logits = keras.layers.Dense(int(trained.outputs[0].shape[-1]), name="logits")
+    model = keras.Model(trained.inputs[0], logits(wide(features)), name="tiny_fragile")
+    signs = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    extra = keras.Model(trained.inputs[0], features)(x.astype(np.float32)).numpy() @ signs
+    column = signs * span / np.abs(extra).max()
+    wide.set_weights(
+        [np.concatenate([np.eye(n), column[:, None]], axis=1).astype(np.float32), np.zeros(n + 1, np.float32)]
+    )
+    kernel, bias = trained.get_layer("logits").get_weights()
+    logits.set_weights([np.concatenate([kernel, np.zeros((1, kernel.shape[1]))]).astype(np.float32), bias])
+    return model
+
+
+def _cumprod_layer():
+    """A layer whose op (tf.Cumprod) has no TFLite builtin kernel: conversion would need Flex."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="tests_export")
+    class Cumprod(keras.layers.Layer):
+        """Cumulative product over channels (a stand-in for any op that needs Flex)."""
+
+        def call(self, x):
+            return tf.math.cumprod(x, axis=-1)
+
+    return Cumprod()
 
 
 def _keras_probs(run, x):
@@ -44,7 +93,7 @@ def _leftovers(folder):
     return [p.name for p in folder.iterdir() if ".tmp" in p.name]
 
 
-def test_savedmodel_serves_probabilities_like_keras(run, tmp_path):
+def test_savedmodel_serves_probabilities_like_keras(run, tmp_path, make_crops):
     import tensorflow as tf
 
     from yolol_tf.inference.export import export
@@ -53,7 +102,7 @@ def test_savedmodel_serves_probabilities_like_keras(run, tmp_path):
     loaded = tf.saved_model.load(str(result.path))
     serve = loaded.signatures["serve"]
     assert list(serve.structured_input_signature[1]) == ["pixels"]
-    x, _ = synthetic_crops(16, seed=7)
+    x, _ = make_crops(16, seed=7)
     probs = serve(pixels=tf.constant(x, tf.float32))["probabilities"].numpy()
     np.testing.assert_allclose(probs, _keras_probs(run, x), atol=1e-4)
     assert json.loads((result.path / "labels.json").read_text())["names"] == NAMES
@@ -62,7 +111,7 @@ def test_savedmodel_serves_probabilities_like_keras(run, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
+def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run, make_crops):
     from ai_edge_litert.interpreter import Interpreter
 
     from yolol_tf.inference.export import export
@@ -72,7 +121,7 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
     assert result.path == run / "best.tflite"
     interpreter = Interpreter(model_path=str(result.path))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    x, _ = synthetic_crops(4, seed=8)
+    x, _ = make_crops(4, seed=8)
     interpreter.resize_tensor_input(inp["index"], x.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], x.astype(np.float32))
@@ -84,13 +133,15 @@ def test_tflite_float32_matches_keras_with_builtin_ops_and_embedded_labels(run):
     assert result.size_bytes > 0 and result.latency_ms > 0 and result.keras_latency_ms > 0
 
 
-def test_single_label_exports_softmax_probabilities(run, tmp_path):
+def test_single_label_exports_softmax_probabilities(run, tmp_path, make_crops, make_tiny_model, make_run):
     from yolol_tf.inference.export import export
     from yolol_tf.inference.runners import TFLiteRunner, read_tflite_labels
 
-    softmax_run = write_run(tmp_path / "softmax", tiny_model(), run.parent / "store", activation="softmax")
+    softmax_run = make_run(
+        tmp_path / "softmax", make_tiny_model(), run.parent / "store", activation="softmax"
+    )
     result = export(softmax_run, "tflite", verbose=False)
-    probs = TFLiteRunner(result.path)(synthetic_crops(4, seed=3)[0])
+    probs = TFLiteRunner(result.path)(make_crops(4, seed=3)[0])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert read_tflite_labels(result.path).activation == "softmax"
 
@@ -105,7 +156,7 @@ def test_float16_reports_map_beside_keras(run, tmp_path, capsys):
     assert (tmp_path / "m.fp16.labels.json").is_file()
 
 
-def test_refused_export_is_kept_aside_and_exits_non_zero(run, tmp_path, capsys):
+def test_refused_export_is_kept_aside_and_exits_non_zero(run, tmp_path, capsys, cli):
     dest = tmp_path / "model.float16.tflite"
     code = cli(
         "export",
@@ -172,10 +223,10 @@ def test_cnn_with_our_batch_norm_converts_to_builtin_ops(tmp_path):
     assert load_runner(result.path).labels.names == ["class_0", "class_1", "class_2"]
 
 
-def test_op_without_builtin_kernel_is_named(tmp_path):
+def test_op_without_builtin_kernel_is_named(tmp_path, make_tiny_model):
     from yolol_tf.inference.export import export
 
-    model = tiny_model(extra_layer=cumprod_layer())
+    model = make_tiny_model(extra_layer=_cumprod_layer())
     model.save(tmp_path / "flex.keras")
     with pytest.raises(UserError, match="tf.Cumprod") as info:
         export(tmp_path / "flex.keras", "tflite", verbose=False)
@@ -183,7 +234,7 @@ def test_op_without_builtin_kernel_is_named(tmp_path):
     assert not (tmp_path / "flex.tflite").exists()
 
 
-def test_bad_options_are_user_errors(run, tmp_path):
+def test_bad_options_are_user_errors(run, tmp_path, make_tiny_model):
     from yolol_tf.inference.export import export
 
     with pytest.raises(UserError, match="format='coreml'"):
@@ -192,12 +243,12 @@ def test_bad_options_are_user_errors(run, tmp_path):
         export(run, "onnx", quantize="int8")
     with pytest.raises(UserError, match="tflite only"):
         export(run, "savedmodel", quantize="int8")
-    tiny_model().save(tmp_path / "bare.keras")
+    make_tiny_model().save(tmp_path / "bare.keras")
     with pytest.raises(UserError, match="--data"):
         export(tmp_path / "bare.keras", "tflite", quantize="int8", verbose=False)
 
 
-def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, monkeypatch):
+def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, monkeypatch, cli):
     from yolol_tf.inference.export import export, pipeline
 
     def must_not_run(*args, **kwargs):
@@ -220,7 +271,7 @@ def test_unusable_destination_is_refused_before_the_export_runs(run, tmp_path, m
 
 
 @pytest.mark.large
-def test_int8_of_a_trained_model_passes_its_check(run, tmp_path):
+def test_int8_of_a_trained_model_passes_its_check(run, tmp_path, make_crops):
     from ai_edge_litert.interpreter import Interpreter
 
     from yolol_tf.inference.export import export
@@ -236,7 +287,7 @@ def test_int8_of_a_trained_model_passes_its_check(run, tmp_path):
     assert scale == pytest.approx(1.0) and zero == -128  # a uint8 pixel p is fed as p - 128
     assert result.io_quantization[0] == (scale, zero) and "int8 input" in result.summary()
     assert read_tflite_labels(result.path).names == NAMES
-    x, _ = synthetic_crops(8, seed=9)
+    x, _ = make_crops(8, seed=9)
     probs, keras_probs = TFLiteRunner(result.path)(x), _keras_probs(run, x)
     assert np.abs(probs - keras_probs).max() < 0.05
     # The top class agrees wherever Keras' is clear (two close classes may swap under int8 rounding).
@@ -255,7 +306,7 @@ def test_int8_thresholds_are_tuned_on_the_exports_own_outputs(run, tmp_path):
     result = export(
         run, "tflite", quantize="int8", out=tmp_path / "m.int8.tflite", num_calibration=64, verbose=False
     )
-    x, y = val_crops(run)
+    x, y = _val_crops(run)
     expected = tune_thresholds(y, TFLiteRunner(result.path)(x))
     assert result.thresholds_retuned and result.thresholds == pytest.approx(expected)
     # The run's thresholds (0.5) sat on int8 steps; the export's own sit between two of its scores.
@@ -266,16 +317,17 @@ def test_int8_thresholds_are_tuned_on_the_exports_own_outputs(run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fragile_run(run, tmp_path_factory):
+def fragile_run(run, tmp_path_factory, make_crops, make_tiny_model, train_briefly, make_run):
     """A run whose model int8 breaks on purpose (a ±1e4 channel feeding the logits), same store."""
-    trained = train_tiny(tiny_model(), steps=40)
-    return write_run(
-        tmp_path_factory.mktemp("fragile") / "run", int8_fragile_model(trained), run.parent / "store"
-    )
+    trained = train_briefly(make_tiny_model(), steps=40)
+    fragile = _int8_fragile_model(trained, make_crops(64, seed=9)[0])
+    return make_run(tmp_path_factory.mktemp("fragile") / "run", fragile, run.parent / "store")
 
 
 @pytest.mark.large
-def test_int8_that_loses_too_much_keeps_the_layers_responsible_in_float(fragile_run, tmp_path, capsys):
+def test_int8_that_loses_too_much_keeps_the_layers_responsible_in_float(
+    fragile_run, tmp_path, capsys, make_crops
+):
     from yolol_tf.inference.export import export
     from yolol_tf.inference.runners import TFLiteRunner, read_tflite_labels
 
@@ -308,13 +360,13 @@ def test_int8_that_loses_too_much_keeps_the_layers_responsible_in_float(fragile_
     assert runner.io_details[0]["dtype"] == np.int8 and runner.io_quantization[0] == (1.0, -128)
     assert runner.io_details[1]["dtype"] == np.int8 and runner.io_quantization[1] == (1 / 256, -128)
     assert read_tflite_labels(dest).names == NAMES and dest.with_suffix(".labels.json").is_file()
-    x, _ = synthetic_crops(16, seed=9)
+    x, _ = make_crops(16, seed=9)
     np.testing.assert_array_equal(runner(x).argmax(1), _keras_probs(fragile_run, x).argmax(1))
     assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.large
-def test_int8_that_nothing_recovers_is_still_refused(fragile_run, tmp_path, capsys):
+def test_int8_that_nothing_recovers_is_still_refused(fragile_run, tmp_path, capsys, cli):
     dest = tmp_path / "m.int8.tflite"
     # A negative --max-drop cannot be met: every selection of float layers fails too.
     code = cli(
@@ -335,7 +387,7 @@ def _onnx_available():
         pytest.importorskip(name)
 
 
-def test_onnx_serves_probabilities_like_keras_with_labels_in_its_metadata(run, tmp_path):
+def test_onnx_serves_probabilities_like_keras_with_labels_in_its_metadata(run, tmp_path, cli, make_crops):
     _onnx_available()
     import onnx
     import onnxruntime as ort
@@ -351,7 +403,7 @@ def test_onnx_serves_probabilities_like_keras_with_labels_in_its_metadata(run, t
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["pixels"]
     assert [o.name for o in session.get_outputs()] == ["probabilities"]
-    x, _ = synthetic_crops(16, seed=7)
+    x, _ = make_crops(16, seed=7)
     (probs,) = session.run(None, {"pixels": x.astype(np.float32)})
     np.testing.assert_allclose(probs, _keras_probs(run, x), atol=1e-4)  # sigmoid inside the graph
     # The labels round-trip through metadata_props, and lie beside the file as for TFLite.
@@ -367,7 +419,7 @@ def test_onnx_serves_probabilities_like_keras_with_labels_in_its_metadata(run, t
     assert not result.thresholds_retuned and _leftovers(tmp_path) == []
 
 
-def test_onnx_of_a_mixed_precision_model_is_float32(run, tmp_path):
+def test_onnx_of_a_mixed_precision_model_is_float32(run, tmp_path, make_crops, make_tiny_model, make_run):
     _onnx_available()
     import keras
 
@@ -376,18 +428,18 @@ def test_onnx_of_a_mixed_precision_model_is_float32(run, tmp_path):
 
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model = tiny_model()
+        model = make_tiny_model()
     finally:
         keras.config.set_dtype_policy("float32")
     model.set_weights(keras.saving.load_model(run / "best.keras", compile=False).get_weights())
-    mixed = write_run(tmp_path / "mixed", model, run.parent / "store", activation="softmax")
+    mixed = make_run(tmp_path / "mixed", model, run.parent / "store", activation="softmax")
     result = export(mixed, "onnx", verbose=False)
     assert result.max_abs_diff <= 1e-4  # against the same weights computed in float32
-    probs = OnnxRunner(result.path)(synthetic_crops(4, seed=3)[0])
+    probs = OnnxRunner(result.path)(make_crops(4, seed=3)[0])
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_onnx_without_its_packages_names_the_extra(run, tmp_path, monkeypatch, capsys):
+def test_onnx_without_its_packages_names_the_extra(run, tmp_path, monkeypatch, capsys, cli):
     from yolol_tf.inference.export import export
 
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx now raises ImportError
@@ -409,7 +461,7 @@ def test_work_folders_left_by_killed_exports_are_removed(run, tmp_path):
     assert not stale.exists() and _leftovers(tmp_path) == []
 
 
-def test_a_full_disk_is_one_message_not_a_traceback(run, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_is_one_message_not_a_traceback(run, tmp_path, monkeypatch, capsys, cli):
     import tensorflow as tf
 
     from yolol_tf.inference.export import tflite

@@ -9,19 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_data import write_dataset
-from tests.helpers_train import tiny_config
 from yolol_tf import cli
 
 
 @pytest.fixture(scope="module")
-def yolo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def yolo_run(tmp_path_factory: pytest.TempPathFactory, make_yolo_dataset, tiny_train_config) -> Path:
     """A tiny run trained on a YOLO dataset, so evaluating it prepares (or reuses) a store and says so."""
     from yolol_tf.training import train
 
     root = tmp_path_factory.mktemp("machine")
-    data = write_dataset(root / "ds", "ultralytics")
-    return train(tiny_config(data, root / "run", size=32, batch_size=4), verbose=0)
+    data = make_yolo_dataset(root / "ds", "ultralytics")
+    return train(tiny_train_config(data, root / "run", size=32, batch_size=4), verbose=0)
 
 
 def _run(capfd: pytest.CaptureFixture, *args: str) -> tuple[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers_models import losses_over_steps, random_batch, run_fresh
 from yolol_tf.errors import UserError
 
 keras = pytest.importorskip("keras")
@@ -21,6 +20,12 @@ SMALL = {
     "resnet50": ((32, 32, 3), {"small_input": False}),
     "lite0": ((32, 32, 3), {"dropout": 0.1}),
 }
+
+
+def _last_line(done) -> str:
+    """The last line a child process printed, once it has succeeded."""
+    assert done.returncode == 0, done.stderr[-2000:]
+    return (done.stdout.strip().splitlines() or [""])[-1]
 
 
 def test_registry_lists_every_model():
@@ -48,7 +53,7 @@ def test_searched_values_become_options_the_builder_takes(name):
     assert set(spec.options({})) <= set(model_options(name))
 
 
-def test_registry_cli_help_and_import_load_no_keras():
+def test_registry_cli_help_and_import_load_no_keras(run_python):
     # `yolol-tf --help` and `yolol-tf tune --help` read every spec; none of it may wait for TensorFlow.
     code = (
         "import sys, yolol_tf, yolol_tf.cli; from yolol_tf.cli.tune import _help; "
@@ -58,13 +63,14 @@ def test_registry_cli_help_and_import_load_no_keras():
         "[train_values(n, {p.name: p.values[0] if p.values else p.low for p in model_space(n)}) for n in MODEL_NAMES]; "
         "print(sorted(m for m in ('keras', 'tensorflow', 'keras_tuner') if m in sys.modules), len(text))"
     )
-    assert run_fresh(code).startswith("[] ")
+    assert _last_line(run_python("-c", code)).startswith("[] ")
 
 
 @pytest.mark.parametrize(
-    "imports", ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"]
+    "imports",
+    ["import yolol_tf; import keras", "import keras; import yolol_tf", "import yolol_tf; import tensorflow"],
 )
-def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path):
+def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path, random_batch, run_python):
     model = build_model("cnn", (32, 32, 3), 2, width=4, depths=(1,))
     images, _ = random_batch((32, 32, 3), 2)
     path = tmp_path / "cnn.keras"
@@ -78,13 +84,13 @@ def test_plain_keras_loads_our_models_after_import_yolol_tf(imports, tmp_path):
         f"print(type(m.get_layer('stem_bn')).__module__, "
         f"np.abs(m(np.load({str(tmp_path / 'images.npy')!r}), training=False).numpy()).sum())"
     )
-    module, total = run_fresh(code).split()
+    module, total = _last_line(run_python("-c", code)).split()
     assert module == "yolol_tf.models.layers"
     assert float(total) == pytest.approx(float(np.abs(expected).sum()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_builders_take_pixels_and_return_float32_logits(name):
+def test_builders_take_pixels_and_return_float32_logits(name, random_batch):
     shape, options = SMALL[name]
     model = build_model(name, shape, 5, **options)
     images, _ = random_batch(shape, 5, batch=2)
@@ -137,7 +143,7 @@ def test_resnet50_backbone_has_the_reference_parameter_count():
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet50", "lite0"])
-def test_keras_file_round_trip_with_safe_mode(name, tmp_path):
+def test_keras_file_round_trip_with_safe_mode(name, tmp_path, random_batch):
     shape, options = SMALL[name]
     model = build_model(name, shape, 4, **options)
     images, _ = random_batch(shape, 4)
@@ -152,7 +158,7 @@ def test_keras_file_round_trip_with_safe_mode(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_a_few_steps_on_random_data_lower_the_loss(name):
+def test_a_few_steps_on_random_data_lower_the_loss(name, random_batch, losses_over_steps):
     shape, options = SMALL[name]
     model = build_model(name, shape, 3, **{**options, "dropout": 0.0})
     images, labels = random_batch(shape, 3, batch=8)
@@ -161,7 +167,9 @@ def test_a_few_steps_on_random_data_lower_the_loss(name):
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
-def test_resnet50_loads_a_local_backbone_under_another_head_and_freezes_it(suffix, tmp_path):
+def test_resnet50_loads_a_local_backbone_under_another_head_and_freezes_it(
+    suffix, tmp_path, random_batch, losses_over_steps
+):
     source = build_model("resnet50", (32, 32, 3), 10, norm="keras")
     for layer in source.layers:
         for weight in layer.weights:
@@ -189,7 +197,7 @@ def test_resnet50_weights_errors_name_the_file(tmp_path):
         build_model("resnet50", (32, 32, 3), 2, weights=junk)
 
 
-def test_mixed_precision_keeps_logits_and_variables_float32():
+def test_mixed_precision_keeps_logits_and_variables_float32(random_batch, losses_over_steps):
     keras.config.set_dtype_policy("mixed_float16")
     try:
         model = build_model("cnn", (32, 32, 3), 3, width=8, depths=(1,))
@@ -203,7 +211,7 @@ def test_mixed_precision_keeps_logits_and_variables_float32():
         keras.config.set_dtype_policy("float32")
 
 
-def test_resnet50_with_our_layer_computes_what_it_does_with_keras_layer():
+def test_resnet50_with_our_layer_computes_what_it_does_with_keras_layer(random_batch):
     ours = build_model("resnet50", (32, 32, 3), 3, small_input=True)
     theirs = build_model("resnet50", (32, 32, 3), 3, small_input=True, norm="keras")
     theirs.set_weights(ours.get_weights())

@@ -7,34 +7,41 @@ import csv
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers_export import (
-    NAMES,
-    cli,
-    single_class_crop,
-    tiny_model,
-    train_tiny,
-    write_images,
-    write_run,
-    write_store,
-)
+from tests.support.data import RGB as NAMES
 from yolol_tf.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, make_store, make_tiny_model, train_briefly, make_run):
+    """A run folder with a tiny model trained briefly on "centre" crops (class k brightens channel k)."""
     root = tmp_path_factory.mktemp("predict")
-    store = write_store(root / "store")
-    return write_run(root / "run", train_tiny(tiny_model(), steps=40), store, thresholds=[0.5, 0.4, 0.6])
+    store = make_store(root / "store", names=NAMES, counts={"train": 96, "val": 48})
+    model = train_briefly(make_tiny_model(), steps=40)
+    return make_run(root / "run", model, store, thresholds=[0.5, 0.4, 0.6])
+
+
+def _write_images(folder: Path, x: np.ndarray) -> None:
+    """Writes crops as non-square images of several formats: each upscaled to 48x40 (so letterboxing pads)
+    in png, jpg, bmp or an upper-case .PNG, some in a sub-folder."""
+    import cv2
+
+    for i, crop in enumerate(x):
+        ext = [".png", ".PNG", ".bmp", ".png"][i % 4]
+        path = folder / ("sub" if i % 2 else "") / f"img{i}{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = cv2.resize(crop, (40, 48), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory):
+def images(tmp_path_factory, make_crops):
     folder = tmp_path_factory.mktemp("images")
-    paths, _ = write_images(folder)
+    _write_images(folder, make_crops(8, seed=3)[0])
     (folder / "sub" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (folder / "notes.txt").write_text("not an image")
     return folder
@@ -93,7 +100,7 @@ def test_int8_tflite_gives_the_same_top_classes(run, images, capsys):
     assert _check_same_as_keras(run, result.path, images, capsys) < 0.05
 
 
-def test_onnx_gives_the_same_top_classes(run, images, capsys):
+def test_onnx_gives_the_same_top_classes(run, images, capsys, cli):
     for name in ("tf2onnx", "onnx", "onnxruntime"):
         pytest.importorskip(name)
     from yolol_tf.inference.export import export
@@ -117,7 +124,7 @@ def test_onnx_gives_the_same_top_classes(run, images, capsys):
     assert len(json.loads(out.read_text())) == 8
 
 
-def test_onnx_without_onnxruntime_names_the_extra(run, images, tmp_path, monkeypatch, capsys):
+def test_onnx_without_onnxruntime_names_the_extra(run, images, tmp_path, monkeypatch, capsys, cli):
     (tmp_path / "model.onnx").write_bytes(b"whatever")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     assert cli("predict", str(tmp_path / "model.onnx"), str(images / "img0.png")) == 2
@@ -125,15 +132,17 @@ def test_onnx_without_onnxruntime_names_the_extra(run, images, tmp_path, monkeyp
     assert "needs onnxruntime" in err and 'pip install "yolol-tf[onnx]"' in err and "Traceback" not in err
 
 
-def test_boxes_are_classified_one_by_one(run, tmp_path):
+def test_boxes_are_classified_one_by_one(run, tmp_path, make_crops):
     import cv2
 
     from yolol_tf.inference.predict import predict
 
     # A 64x128 image: a "red" object on the left, a "blue" one on the right.
     image = np.full((64, 128, 3), 30, np.uint8)
-    image[16:48, 8:40] = single_class_crop(0, seed=1)
-    image[8:56, 72:120] = cv2.resize(single_class_crop(2, seed=2), (48, 48))
+    red = make_crops(1, labels=np.eye(3, dtype=np.float32)[[0]], seed=1)[0][0]  # shows "red" alone
+    blue = make_crops(1, labels=np.eye(3, dtype=np.float32)[[2]], seed=2)[0][0]
+    image[16:48, 8:40] = red
+    image[8:56, 72:120] = cv2.resize(blue, (48, 48))
     cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     labels = tmp_path / "labels"
     labels.mkdir()
@@ -157,7 +166,7 @@ def test_formats(run, images):
         format_predictions(preds, "xml")
 
 
-def test_cli_writes_csv_and_names_missing_paths(run, images, tmp_path, capsys):
+def test_cli_writes_csv_and_names_missing_paths(run, images, tmp_path, capsys, cli):
     out = tmp_path / "preds.csv"
     assert cli("predict", str(run), str(images), "--format", "csv", "--out", str(out)) == 0
     assert len(list(csv.DictReader(out.open()))) == 8
@@ -165,7 +174,7 @@ def test_cli_writes_csv_and_names_missing_paths(run, images, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
-def test_corrupt_models_are_named_without_a_traceback(run, images, tmp_path, capsys):
+def test_corrupt_models_are_named_without_a_traceback(run, images, tmp_path, capsys, cli):
     (tmp_path / "junk.tflite").write_bytes(b"\x00\x01not a flatbuffer at all" * 8)
     (tmp_path / "empty.tflite").write_bytes(b"")
     broken = tmp_path / "broken.savedmodel"
@@ -185,7 +194,7 @@ def test_corrupt_models_are_named_without_a_traceback(run, images, tmp_path, cap
         assert f"{model}: cannot load the {kind}" in err and "Traceback" not in err
 
 
-def test_paths_without_images_are_an_error(run, tmp_path, capsys):
+def test_paths_without_images_are_an_error(run, tmp_path, capsys, cli):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("no images here")
     assert cli("predict", str(run), str(tmp_path / "docs")) == 2

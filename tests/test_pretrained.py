@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers_models import losses_over_steps, random_batch
 from yolol_tf.errors import UserError
 
 keras = pytest.importorskip("keras")
@@ -31,7 +30,7 @@ HAS_CHECKPOINT = importlib.util.find_spec(imagenet_lite0.PACKAGE) is not None
 NEEDS_CHECKPOINT = pytest.mark.skipif(
     not HAS_CHECKPOINT,
     reason=f"the pretrained extra is not installed (no {imagenet_lite0.DISTRIBUTION}): "
-    f'{imagenet_lite0.INSTALL}',
+    f"{imagenet_lite0.INSTALL}",
 )
 
 
@@ -109,8 +108,9 @@ def legacy_pth(tensors: dict[str, np.ndarray], *, views: dict[str, tuple] | None
         body += _text(name) + _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
     body += b"u."
     keys = pickle.dumps([str(k) for k in range(len(tensors))], protocol=2)
-    data = b"".join(struct.pack("<q", v.size) + np.ascontiguousarray(v, "<f4").tobytes()
-                    for v in tensors.values())
+    data = b"".join(
+        struct.pack("<q", v.size) + np.ascontiguousarray(v, "<f4").tobytes() for v in tensors.values()
+    )
     return _header() + body + keys + data
 
 
@@ -158,7 +158,9 @@ def test_resnet50_imagenet_features_on_raw_pixels_equal_keras_applications(
     assert build_model("resnet50", (32, 32, 3), 4).get_layer("rescale").scale == pytest.approx(1 / 255)
 
 
-def test_resnet50_imagenet_backbone_freezes_for_the_head_phase(imagenet_resnet50_file, monkeypatch):
+def test_resnet50_imagenet_backbone_freezes_for_the_head_phase(
+    imagenet_resnet50_file, monkeypatch, random_batch, losses_over_steps
+):
     monkeypatch.setenv("KERAS_HOME", str(imagenet_resnet50_file[0]))
     model = build_model("resnet50", (32, 32, 3), 3, weights="imagenet", freeze_backbone=True)
     assert [w.path for w in model.trainable_weights] == ["logits/kernel", "logits/bias"]
@@ -232,7 +234,7 @@ def test_legacy_torch_reader_refuses_code_and_out_of_bounds_views(tmp_path):
 # --- EfficientNet-Lite0 ---------------------------------------------------------------------------------
 
 
-def test_lite0_from_scratch_has_the_reference_layout_and_trains():
+def test_lite0_from_scratch_has_the_reference_layout_and_trains(random_batch, losses_over_steps):
     model = build_model("lite0", (224, 224, 3), 1000)
     # EfficientNet-Lite0 with the 1000-class top: 4,652,008 trained parameters (the reference checkpoint's
     # count, timm's too) and 42,016 BN statistics.
@@ -249,7 +251,7 @@ def test_lite0_from_scratch_has_the_reference_layout_and_trains():
         build_model("lite0", (28, 28, 3), 3)
 
 
-def test_two_phases_train_the_head_then_everything_but_batch_norm():
+def test_two_phases_train_the_head_then_everything_but_batch_norm(random_batch, losses_over_steps):
     images, labels = random_batch((32, 32, 3), 3)
     model = build_model("lite0", (32, 32, 3), 3, dropout=0.0, bn_momentum=0.0)
     model(images, training=True)  # BN statistics := this batch's, as pretrained ones would fit their data
@@ -328,7 +330,7 @@ def _photo(name: str, size: int = 224) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
-    square = image[top:top + side, left:left + side].astype("float32")
+    square = image[top : top + side, left : left + side].astype("float32")
     return tf.image.resize(square, (size, size), method="bicubic", antialias=True).numpy().clip(0, 255)
 
 
@@ -353,7 +355,7 @@ def test_lite0_imagenet_classifier_puts_the_photographed_class_in_its_top5(monke
     np.testing.assert_allclose(coffee, logits[1:2], rtol=1e-4, atol=1e-4)
 
 
-def test_lite0_converts_to_tflite_with_builtin_ops_only():
+def test_lite0_converts_to_tflite_with_builtin_ops_only(random_batch):
     import tensorflow as tf
 
     model = build_model("lite0", (32, 32, 3), 3, dropout=0.0)
@@ -377,8 +379,9 @@ def test_lite0_converts_to_tflite_with_builtin_ops_only():
 
 
 @pytest.mark.large
-def test_lite0_imagenet_run_exports_to_int8_tflite(tmp_path, monkeypatch):
-    from tests import helpers_export
+def test_lite0_imagenet_run_exports_to_int8_tflite(
+    tmp_path, monkeypatch, train_briefly, make_store, make_run
+):
     from yolol_tf.inference.export import export
 
     if HAS_CHECKPOINT:
@@ -386,9 +389,9 @@ def test_lite0_imagenet_run_exports_to_int8_tflite(tmp_path, monkeypatch):
     else:  # the export path is the same with the architecture alone
         options = {}
     model = build_model("lite0", (32, 32, 3), 3, dropout=0.0, freeze_backbone=True, **options)
-    model = helpers_export.train_tiny(model, steps=40)
-    store = helpers_export.write_store(tmp_path / "store")
-    run = helpers_export.write_run(tmp_path / "run", model, store)
+    model = train_briefly(model, steps=40)
+    store = make_store(tmp_path / "store", counts={"train": 96, "val": 48})
+    run = make_run(tmp_path / "run", model, store)
     result = export(run, "tflite", quantize="int8")
     assert result.path.is_file() and result.path.name.endswith(".int8.tflite")
     if HAS_CHECKPOINT:  # ImageNet features separate the crops' classes with the head alone

@@ -9,13 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers_train import tiny_config, write_tiny_store
 from yolol_tf import runs
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_store(tmp_path_factory.mktemp("store"))
+def store(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
+    return make_store(tmp_path_factory.mktemp("store"))
 
 
 class _Count(keras.callbacks.Callback):
@@ -32,7 +31,9 @@ def _history_epochs(run: Path) -> list[int]:
     return [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
 
 
-def test_a_kill_after_the_last_epoch_resumes_into_the_report(store, tmp_path, monkeypatch) -> None:
+def test_a_kill_after_the_last_epoch_resumes_into_the_report(
+    store, tmp_path, monkeypatch, tiny_train_config
+) -> None:
     from yolol_tf.training import report, train
 
     run = tmp_path / "run"
@@ -43,12 +44,12 @@ def test_a_kill_after_the_last_epoch_resumes_into_the_report(store, tmp_path, mo
     with monkeypatch.context() as patch:
         patch.setattr(report, "write_report", killed)
         with pytest.raises(KeyboardInterrupt):
-            train(tiny_config(store, run, epochs=2), verbose=0)
+            train(tiny_train_config(store, run, epochs=2), verbose=0)
     assert (run / runs.BACKUP_DIR).is_dir() and (run / runs.FIT_DONE).is_file()
     assert not (run / runs.FINISHED_MARKER).exists()
 
     counter = _Count()
-    train(tiny_config(store, run, epochs=2), resume=True, callbacks=[counter], verbose=0)
+    train(tiny_train_config(store, run, epochs=2), resume=True, callbacks=[counter], verbose=0)
     assert not hasattr(counter, "epochs"), "the resumed run trained again"
     assert _history_epochs(run) == [0, 1]
     metrics = json.loads((run / runs.FINISHED_MARKER).read_text())
@@ -57,7 +58,7 @@ def test_a_kill_after_the_last_epoch_resumes_into_the_report(store, tmp_path, mo
 
 
 def test_a_kill_before_an_epoch_is_backed_up_trains_it_once_and_keeps_the_best_consistent(
-    store, tmp_path, monkeypatch
+    store, tmp_path, monkeypatch, tiny_train_config
 ) -> None:
     from yolol_tf.training import train
 
@@ -72,11 +73,11 @@ def test_a_kill_before_an_epoch_is_backed_up_trains_it_once_and_keeps_the_best_c
     with monkeypatch.context() as patch:
         patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", dies_at_epoch_1)
         with pytest.raises(KeyboardInterrupt):
-            train(tiny_config(store, run, epochs=3), verbose=0)
+            train(tiny_train_config(store, run, epochs=3), verbose=0)
     assert _history_epochs(run) == [0, 1]
 
     counter = _Count()
-    train(tiny_config(store, run, epochs=3), resume=True, callbacks=[counter], verbose=0)
+    train(tiny_train_config(store, run, epochs=3), resume=True, callbacks=[counter], verbose=0)
     assert counter.epochs == [1, 2], "the resumed run starts again at the epoch that was not backed up"
     assert _history_epochs(run) == [0, 1, 2], "each epoch exactly once in history.csv"
     history = np.genfromtxt(run / "history.csv", delimiter=",", names=True)

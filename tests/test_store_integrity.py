@@ -7,13 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers_data import write_dataset
-from tests.helpers_pipeline import random_store
+from tests.support.processes import start_python
 from yolol_tf.data.info import read_info
 from yolol_tf.data.integrity import read_error
 from yolol_tf.data.records import encode_example, example_size, shard_bytes
@@ -22,7 +20,6 @@ from yolol_tf.data.store import prepare
 from yolol_tf.data.tfrecord import TFRecordWriter
 from yolol_tf.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 SHARD = "shards/train-00000.tfrecord"
 
 
@@ -73,8 +70,10 @@ def _halve_size(store: Path) -> str:
 
 
 @pytest.mark.parametrize("damage", [_truncate, _delete_index, _flip_a_byte, _halve_size])
-def test_prepare_rebuilds_a_damaged_store_saying_why_in_one_line(tmp_path: Path, capsys, damage) -> None:
-    data = write_dataset(tmp_path / "ds")
+def test_prepare_rebuilds_a_damaged_store_saying_why_in_one_line(
+    tmp_path: Path, capsys, damage, make_yolo_dataset
+) -> None:
+    data = make_yolo_dataset(tmp_path / "ds")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     whole = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()}
     capsys.readouterr()
@@ -87,8 +86,8 @@ def test_prepare_rebuilds_a_damaged_store_saying_why_in_one_line(tmp_path: Path,
     assert {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file()} == whole
 
 
-def test_force_rebuilds_a_whole_store(tmp_path: Path, capsys) -> None:
-    data = write_dataset(tmp_path / "ds")
+def test_force_rebuilds_a_whole_store(tmp_path: Path, capsys, make_yolo_dataset) -> None:
+    data = make_yolo_dataset(tmp_path / "ds")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     before = (store / "dataset.json").stat().st_mtime_ns
     capsys.readouterr()
@@ -99,8 +98,10 @@ def test_force_rebuilds_a_whole_store(tmp_path: Path, capsys) -> None:
     assert "Reusing" in capsys.readouterr().err
 
 
-def test_a_label_edit_that_keeps_size_and_mtime_rebuilds_the_store(tmp_path: Path, capsys) -> None:
-    data = write_dataset(tmp_path / "ds")
+def test_a_label_edit_that_keeps_size_and_mtime_rebuilds_the_store(
+    tmp_path: Path, capsys, make_yolo_dataset
+) -> None:
+    data = make_yolo_dataset(tmp_path / "ds")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     label = tmp_path / "ds/labels/val/d.txt"
     st = label.stat()
@@ -117,9 +118,16 @@ def test_a_label_edit_that_keeps_size_and_mtime_rebuilds_the_store(tmp_path: Pat
 
 
 @pytest.fixture
-def small_store(tmp_path: Path) -> Path:
+def small_store(tmp_path: Path, make_store) -> Path:
     """A hand-written store: train 20 crops in shards of 8, val 10; 8 px, 4 classes."""
-    return random_store(tmp_path / "store")
+    return make_store(
+        tmp_path / "store",
+        pattern="random",
+        counts={"train": 20, "val": 10},
+        size=8,
+        num_classes=4,
+        records_per_shard=8,
+    )
 
 
 def _refusal(store: Path, call) -> str:
@@ -175,10 +183,18 @@ def test_a_record_damaged_in_place_is_named_by_store_shard_and_offset(small_stor
     assert read_error(ValueError("not ours")) is None
 
 
-def test_training_on_a_store_damaged_in_place_ends_in_one_line(tmp_path: Path, capsys) -> None:
+def test_training_on_a_store_damaged_in_place_ends_in_one_line(tmp_path: Path, capsys, make_store) -> None:
     from yolol_tf.cli import main
 
-    store = random_store(tmp_path / "s16", size=16)  # the smallest size a model takes
+    # 16 px: the smallest size a model takes.
+    store = make_store(
+        tmp_path / "s16",
+        pattern="random",
+        counts={"train": 20, "val": 10},
+        size=16,
+        num_classes=4,
+        records_per_shard=8,
+    )
     _flip_a_byte(store)
     config = tmp_path / "tiny.yaml"
     config.write_text(
@@ -204,8 +220,8 @@ def test_version_1_stores_are_still_read_and_checked(small_store: Path) -> None:
     assert "the shards of split 'train' are" in _refusal(small_store, read_info)
 
 
-def test_prepare_converts_a_version_1_store_again(tmp_path: Path, capsys) -> None:
-    data = write_dataset(tmp_path / "ds")
+def test_prepare_converts_a_version_1_store_again(tmp_path: Path, capsys, make_yolo_dataset) -> None:
+    data = make_yolo_dataset(tmp_path / "ds")
     store = prepare(data, tmp_path / "store", workers=1, progress=False)
     _edit_json(store, version=1)
     capsys.readouterr()
@@ -214,40 +230,21 @@ def test_prepare_converts_a_version_1_store_again(tmp_path: Path, capsys) -> Non
     assert json.loads((store / "dataset.json").read_text())["version"] == 2
 
 
-# Runs `yolol-tf prepare` with the main process paused at its first crop (the workers started and busy),
-# and says so on stderr: the test signals it at a known point rather than after a guessed delay.
-_PAUSED_PREPARE = """
-import sys, time
-import yolol_tf.data.store as store
-
-real = store.with_row
-
-def paused(features, row):
-    if row == 0:
-        print("PAUSED", file=sys.stderr, flush=True)
-        time.sleep(120)
-    return real(features, row)
-
-store.with_row = paused
-from yolol_tf.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.parametrize(
     "how",
     ["ctrl-c", "sigterm", "sigterm-to-all"],
 )
 @pytest.mark.timeout(120)
-def test_a_killed_prepare_stops_quietly_and_leaves_nothing(tmp_path: Path, how: str) -> None:
-    data = write_dataset(tmp_path / "ds")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+def test_a_killed_prepare_stops_quietly_and_leaves_nothing(
+    tmp_path: Path, how: str, make_yolo_dataset
+) -> None:
+    data = make_yolo_dataset(tmp_path / "ds")
     args = ["prepare", str(data), "--out", str(tmp_path / "store"), "--workers", "2"]
+    # Paused at its first crop, saying so on stderr: the test signals it at a known point, not after a guess.
     # A session of its own: Ctrl-C at a terminal signals the whole process group, workers included.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_PREPARE, *args], cwd=REPO, env=env, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    proc = start_python(
+        "-m", "tests.support.paused_prepare", *args, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         seen = b""
         while b"PAUSED" not in seen:
@@ -271,12 +268,19 @@ def test_a_killed_prepare_stops_quietly_and_leaves_nothing(tmp_path: Path, how: 
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_that_dies_is_one_error_not_a_hang(tmp_path: Path) -> None:
+def test_a_worker_that_dies_is_one_error_not_a_hang(tmp_path: Path, make_yolo_dataset) -> None:
     from yolol_tf.data.workers import Workers
     from yolol_tf.data.yolo import find_dataset
 
-    items = find_dataset(write_dataset(tmp_path / "ds")).splits["train"] * 20
-    options = {"size": 16, "context": 0.0, "min_visible": 0.5, "min_box": 2.0, "mode": "crop", "num_classes": 3}
+    items = find_dataset(make_yolo_dataset(tmp_path / "ds")).splits["train"] * 20
+    options = {
+        "size": 16,
+        "context": 0.0,
+        "min_visible": 0.5,
+        "min_box": 2.0,
+        "mode": "crop",
+        "num_classes": 3,
+    }
     workers = Workers(2, options)
     try:
         results = workers.results(items)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,12 +11,10 @@ import crc32c
 import numpy as np
 import pytest
 
-from tests.helpers_data import write_dataset
 from yolol_tf.data.store import encode_example, prepare
 from yolol_tf.data.tfrecord import CorruptRecordError, TFRecordWriter, file_crc32c, read_records, verify
 from yolol_tf.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 # Lengths around the varint and buffer boundaries, an empty record, one larger than the write buffer.
 RECORDS = [b"", b"x", bytes(range(256)) * 3, os.urandom(127), os.urandom(128), os.urandom((1 << 20) + 5)]
 
@@ -51,10 +47,10 @@ def test_files_are_byte_for_byte_those_tensorflow_writes(tmp_path):
     assert list(read_records(tmp_path / "tf.tfrecord")) == records
 
 
-def test_a_prepared_store_reads_through_the_training_pipeline_and_verifies(tmp_path):
+def test_a_prepared_store_reads_through_the_training_pipeline_and_verifies(tmp_path, make_yolo_dataset):
     from yolol_tf.data import load
 
-    store = prepare(write_dataset(tmp_path / "ds"), tmp_path / "store", workers=1, progress=False)
+    store = prepare(make_yolo_dataset(tmp_path / "ds"), tmp_path / "store", workers=1, progress=False)
     info = json.loads((store / "dataset.json").read_text())
     images, labels = next(iter(load(store, "train", batch_size=64)))
     assert images.shape == (6, 64, 64, 3) and labels.shape == (6, 3)
@@ -119,8 +115,8 @@ def test_an_empty_file_has_no_records_and_a_missing_one_is_a_user_error(tmp_path
         verify(tmp_path / "missing.tfrecord")
 
 
-def test_prepare_from_the_command_line_never_imports_tensorflow(tmp_path):
-    data = write_dataset(tmp_path / "ds")
+def test_prepare_from_the_command_line_never_imports_tensorflow(tmp_path, make_yolo_dataset, run_python):
+    data = make_yolo_dataset(tmp_path / "ds")
     script = textwrap.dedent(f"""
         import sys
         from yolol_tf.cli import main
@@ -128,7 +124,6 @@ def test_prepare_from_the_command_line_never_imports_tensorflow(tmp_path):
         heavy = sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules)
         print("status", status, "heavy", heavy)
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's yolol_tf
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = run_python("-c", script, timeout=120)
     assert "status 0 heavy []" in out.stdout, out.stdout + out.stderr
     assert (tmp_path / "store" / "dataset.json").is_file()

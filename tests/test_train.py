@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers_train import run_cli, tiny_config, write_tiny_sign_mnist, write_tiny_store
+from tests.support.processes import start_python
 from yolol_tf.errors import UserError
+
+KILLABLE = "tests.support.killable_train"
 
 RUN_FILES = [
     "config.yaml", "best.keras", "best.json", "last.keras", "labels.json", "history.csv", "metrics.json",
@@ -24,16 +24,17 @@ RUN_FILES = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_store(tmp_path_factory.mktemp("store"))
+def store(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
+    """32 px "centre" crops of 3 classes: 64 train, 32 val, 16 test."""
+    return make_store(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")
-def finished_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(store: Path, tmp_path_factory: pytest.TempPathFactory, tiny_train_config) -> Path:
     from yolol_tf.training import TrainConfig, train
 
     # size left at the default (64): the 32-px store decides, and config.yaml must say 32.
-    config = tiny_config(store, tmp_path_factory.mktemp("runs") / "run", size=TrainConfig().size)
+    config = tiny_train_config(store, tmp_path_factory.mktemp("runs") / "run", size=TrainConfig().size)
     return train(config, verbose=0)
 
 
@@ -46,7 +47,7 @@ def test_one_epoch_run_writes_the_whole_run_folder(finished_run: Path) -> None:
     assert list((finished_run / "logs").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     assert not (finished_run / "backup").exists(), "a finished run keeps no backup"
     labels = json.loads((finished_run / "labels.json").read_text())
-    assert labels["names"] == ["thing0", "thing1", "thing2"]
+    assert labels["names"] == ["class0", "class1", "class2"]
     assert len(labels["thresholds"]) == 3 and labels["activation"] == "sigmoid"
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert 0.0 <= metrics["val"]["map"] <= 1.0 and "f1_macro" in metrics["val"]
@@ -70,55 +71,54 @@ def test_best_model_loads_without_custom_objects_and_config_repeats_the_run(fini
     assert json.loads((finished_run / "labels.json").read_text())["input_shape"] == [32, 32, 3]
 
 
-def test_a_size_that_differs_from_the_stores_is_refused(store: Path, tmp_path: Path) -> None:
+def test_a_size_that_differs_from_the_stores_is_refused(
+    store: Path, tmp_path: Path, tiny_train_config
+) -> None:
     from yolol_tf.training import train
 
     with pytest.raises(UserError, match=r"size 48 .* holds 32x32 images"):
-        train(tiny_config(store, tmp_path / "run", size=48), verbose=0)
+        train(tiny_train_config(store, tmp_path / "run", size=48), verbose=0)
     assert not (tmp_path / "run").exists(), "nothing is trained or written"
 
 
-def test_a_fresh_process_loads_the_best_model_with_our_layers(finished_run: Path) -> None:
+def test_a_fresh_process_loads_the_best_model_with_our_layers(finished_run: Path, run_python) -> None:
     # Keras finds our BatchNormalization only once its module is imported: load_model sees to that.
-    code = (
-        "import sys; from yolol_tf.models import load_model; "
-        "print(load_model(sys.argv[1]).output_shape)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(finished_run / "best.keras")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    code = "import sys; from yolol_tf.models import load_model; print(load_model(sys.argv[1]).output_shape)"
+    done = run_python("-c", code, str(finished_run / "best.keras"), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(", 3)")
 
 
-def test_finished_run_is_never_overwritten(finished_run: Path, store: Path) -> None:
+def test_finished_run_is_never_overwritten(finished_run: Path, store: Path, tiny_train_config) -> None:
     from yolol_tf.training import train
 
     before = (finished_run / "best.keras").stat().st_mtime_ns
     for resume in (False, True):
         with pytest.raises(UserError, match="finished run.*--name or --out"):
-            train(tiny_config(store, finished_run), resume=resume)
+            train(tiny_train_config(store, finished_run), resume=resume)
     assert (finished_run / "best.keras").stat().st_mtime_ns == before
 
 
-def test_unfinished_run_needs_resume(tmp_path: Path, store: Path) -> None:
+def test_unfinished_run_needs_resume(tmp_path: Path, store: Path, tiny_train_config) -> None:
     from yolol_tf.training import train
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("model: cnn\n")
     with pytest.raises(UserError, match="--resume"):
-        train(tiny_config(store, tmp_path / "run"))
+        train(tiny_train_config(store, tmp_path / "run"))
     with pytest.raises(UserError, match="Nothing to resume"):
-        train(tiny_config(store, tmp_path / "elsewhere"), resume=True)
+        train(tiny_train_config(store, tmp_path / "elsewhere"), resume=True)
 
 
-def test_single_label_csv_trains_softmax_and_reports_accuracy(tmp_path: Path) -> None:
+def test_single_label_csv_trains_softmax_and_reports_accuracy(
+    tmp_path: Path, sign_mnist_csv, tiny_train_config
+) -> None:
     from yolol_tf.training import train
 
-    csv = write_tiny_sign_mnist(tmp_path / "train.csv")
-    test_csv = write_tiny_sign_mnist(tmp_path / "test.csv", rows=30, seed=1)
-    run = train(tiny_config(csv, tmp_path / "run", size=28, val=str(test_csv), epochs=2), verbose=0)
+    # Three letters, each a bright bar at its own height.
+    csv = sign_mnist_csv(tmp_path / "train.csv", [i % 3 for i in range(80)], bars=True)
+    test_csv = sign_mnist_csv(tmp_path / "test.csv", [i % 3 for i in range(30)], seed=1, bars=True)
+    run = train(tiny_train_config(csv, tmp_path / "run", size=28, val=str(test_csv), epochs=2), verbose=0)
     labels = json.loads((run / "labels.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert labels["activation"] == "softmax" and labels["input_shape"] == [28, 28, 1]
@@ -128,32 +128,16 @@ def test_single_label_csv_trains_softmax_and_reports_accuracy(tmp_path: Path) ->
 
 # --- resume after SIGKILL ---------------------------------------------------------------------------
 
-_KILLABLE = """
-import sys, time, keras
-from tests.helpers_train import tiny_config
-from yolol_tf.training import train
-
-class Slow(keras.callbacks.Callback):
-    # Slows the second epoch so the test can kill the process in the middle of it.
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch >= 1:
-            time.sleep(0.5)
-
-resume = sys.argv[3] == "resume"
-train(tiny_config(sys.argv[1], sys.argv[2], epochs=3, loss="asl"), resume=resume,
-      callbacks=[] if resume else [Slow()], verbose=2)
-"""
-
 
 @pytest.mark.large
-def test_resume_after_sigkill_continues_from_the_last_finished_epoch(store: Path, tmp_path: Path) -> None:
+def test_resume_after_sigkill_continues_from_the_last_finished_epoch(
+    store: Path, tmp_path: Path, run_python
+) -> None:
     run = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    root = Path(__file__).parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(store), str(run), "fresh"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    # Its second epoch is slowed, so that it can be killed in the middle of it.
+    proc = start_python(
+        "-m", KILLABLE, str(store), str(run), "fresh", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     meta = run / "backup" / "training_metadata.json"
     deadline = time.monotonic() + 240
     try:
@@ -167,8 +151,7 @@ def test_resume_after_sigkill_continues_from_the_last_finished_epoch(store: Path
         proc.wait()
     assert not (run / "metrics.json").exists()
 
-    resumed = subprocess.run([sys.executable, "-c", _KILLABLE, str(store), str(run), "resume"], cwd=root,
-                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = run_python("-m", KILLABLE, str(store), str(run), "resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Epoch 1/3" not in resumed.stdout and "Epoch 2/3" in resumed.stdout, resumed.stdout
     epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
@@ -187,7 +170,7 @@ def test_resume_after_sigkill_continues_from_the_last_finished_epoch(store: Path
         (["train", "cnn", "--config", "{bad_yaml}"], "'epoch'"),
     ],
 )
-def test_cli_errors_are_one_clean_message(args: list[str], message: str, tmp_path: Path) -> None:
+def test_cli_errors_are_one_clean_message(args: list[str], message: str, tmp_path: Path, run_cli) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: cnn\nepoch: 3\n")
     result = run_cli(*[a.replace("{bad_yaml}", str(bad)) for a in args], "--out", str(tmp_path / "run"))
@@ -197,7 +180,7 @@ def test_cli_errors_are_one_clean_message(args: list[str], message: str, tmp_pat
 
 
 @pytest.mark.large
-def test_cli_trains_with_yaml_and_flag_overrides(store: Path, tmp_path: Path) -> None:
+def test_cli_trains_with_yaml_and_flag_overrides(store: Path, tmp_path: Path, run_cli) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "model_options: {width: 8, depths: [1]}\nsize: 32\nepochs: 5\nbatch_size: 16\naugment: 0.0\n"
@@ -313,18 +296,20 @@ def test_experiment_files_are_valid_configs(path: Path) -> None:
     validate(dataclasses.replace(config, data=None))  # the 63-class file's data path is a placeholder
 
 
-def test_a_second_training_into_a_run_folder_in_use_is_refused(store: Path, tmp_path: Path) -> None:
+def test_a_second_training_into_a_run_folder_in_use_is_refused(
+    store: Path, tmp_path: Path, tiny_train_config
+) -> None:
     from yolol_tf.locks import exclusive
     from yolol_tf.training import train
 
     out = tmp_path / "run"
     with exclusive(out, what="training run"), pytest.raises(UserError, match="training run"):
-        train(tiny_config(store, out))
+        train(tiny_train_config(store, out))
     assert not out.exists(), "the refused run wrote into the folder"
 
 
 def test_config_yaml_records_absolute_data_paths_so_export_works_from_another_folder(
-    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_train_config
 ) -> None:
     import yaml
 
@@ -332,7 +317,7 @@ def test_config_yaml_records_absolute_data_paths_so_export_works_from_another_fo
     from yolol_tf.training import train
 
     monkeypatch.chdir(store.parent)
-    run = train(tiny_config(store.name, tmp_path / "run"), verbose=0)  # data given relative to the cwd
+    run = train(tiny_train_config(store.name, tmp_path / "run"), verbose=0)  # data given relative to the cwd
     assert yaml.safe_load((run / "config.yaml").read_text())["data"] == str(store.absolute())
     monkeypatch.chdir(tmp_path)
     assert export(run, "tflite", verbose=False).path.is_file()

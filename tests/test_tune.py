@@ -5,18 +5,29 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.helpers_tune import TinySource, tiny_config
+from tests.support.processes import free_ports, kill_all, start_python
 from yolol_tf.errors import UserError
 from yolol_tf.tuning.space import COMMON, load_space, model_space, space_table, train_values
 
-REPO = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, make_store) -> Path:
+    """48 train and 24 val "centre" crops of 32 px, 3 classes: a tiny cnn learns something in one epoch."""
+    return make_store(tmp_path_factory.mktemp("store"), counts={"train": 48, "val": 24})
+
+
+@pytest.fixture(scope="module")
+def source(store: Path):
+    """The store, opened: what ``tune(config, source=...)`` takes."""
+    from yolol_tf.data import open_data
+
+    return open_data(store)
 
 
 @pytest.fixture
@@ -36,12 +47,12 @@ def count_builds(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def searched(tmp_path_factory: pytest.TempPathFactory, tiny_tune_config, source) -> Path:
     """A finished 2-trial random search of a tiny cnn."""
     from yolol_tf.tuning.search import tune
 
     out = tmp_path_factory.mktemp("tune") / "search"
-    return tune(tiny_config(str(out)), source=TinySource())
+    return tune(tiny_tune_config(out), source=source)
 
 
 def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
@@ -50,14 +61,23 @@ def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     from yolol_tf.training import TrainConfig
 
     trials = pd.read_csv(searched / "trials.csv")
-    for column in ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",
-                   "augment", "batch_size", "score", "epochs", "seconds", "peak_memory_mb", "error"):
+    columns = ("trial_id", "status", "worker", "learning_rate", "width", "depths", "dropout", "loss",
+               "augment", "batch_size", "score", "epochs", "seconds", "peak_memory_mb", "error")  # fmt: skip
+    for column in columns:
         assert column in trials.columns, column
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
-    assert (trials["epochs"] == 1).all() and (trials["seconds"] > 0).all() and (trials["peak_memory_mb"] > 0).all()
+    assert (
+        (trials["epochs"] == 1).all()
+        and (trials["seconds"] > 0).all()
+        and (trials["peak_memory_mb"] > 0).all()
+    )
     assert trials["score"].between(0, 1).all()
     # The space file fixed or narrowed these.
-    assert set(trials["width"]) <= {4, 8} and set(trials["depths"]) == {"1-1"} and set(trials["batch_size"]) == {16}
+    assert (
+        set(trials["width"]) <= {4, 8}
+        and set(trials["depths"]) == {"1-1"}
+        and set(trials["batch_size"]) == {16}
+    )
     assert (searched / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (searched / "keras_tuner" / "oracle.json").is_file()
 
@@ -70,33 +90,39 @@ def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     assert build_model(best.model, (32, 32, 3), 3, **best.model_options).output_shape == (None, 3)
 
 
-def test_rerun_continues_and_never_reruns_finished_trials(searched: Path, count_builds: list) -> None:
+def test_rerun_continues_and_never_reruns_finished_trials(
+    searched: Path, count_builds: list, tiny_tune_config, source
+) -> None:
     from yolol_tf.tuning.search import tune
 
     before = pd.read_csv(searched / "trials.csv")
-    tune(tiny_config(str(searched)), source=TinySource())
+    tune(tiny_tune_config(str(searched)), source=source)
     assert count_builds == []
-    tune(tiny_config(str(searched), max_trials=3), source=TinySource())
+    tune(tiny_tune_config(str(searched), max_trials=3), source=source)
     assert len(count_builds) == 1
     after = pd.read_csv(searched / "trials.csv")
     assert len(after) == 3 and list(after["status"]) == ["COMPLETED"] * 3
     pd.testing.assert_frame_equal(after.iloc[:2][before.columns], before, check_dtype=False)
 
 
-def test_a_changed_search_is_refused_and_overwrite_starts_afresh(searched: Path, tmp_path: Path, count_builds: list) -> None:
+def test_a_changed_search_is_refused_and_overwrite_starts_afresh(
+    searched: Path, tmp_path: Path, count_builds: list, tiny_tune_config, source
+) -> None:
     from yolol_tf.tuning.search import tune
 
     with pytest.raises(UserError, match="different search.*epochs"):
-        tune(tiny_config(str(searched), epochs=2), source=TinySource())
+        tune(tiny_tune_config(str(searched), epochs=2), source=source)
     assert count_builds == []
     out = tmp_path / "fresh"
-    tune(tiny_config(str(out), max_trials=1), source=TinySource())
-    tune(tiny_config(str(out), max_trials=1, overwrite=True), source=TinySource())
+    tune(tiny_tune_config(str(out), max_trials=1), source=source)
+    tune(tiny_tune_config(str(out), max_trials=1, overwrite=True), source=source)
     assert len(count_builds) == 2
     assert len(pd.read_csv(out / "trials.csv")) == 1
 
 
-def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tune_config, source
+) -> None:
     import yolol_tf.models as models
     from yolol_tf.tuning.search import tune
 
@@ -109,7 +135,7 @@ def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Pa
         return real(*args, **options)
 
     monkeypatch.setattr(models, "build_model", first_crashes)
-    out = tune(tiny_config(str(tmp_path / "s")), source=TinySource())
+    out = tune(tiny_tune_config(str(tmp_path / "s")), source=source)
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["status"]) == ["FAILED", "COMPLETED"]
     assert "simulated out of memory" in trials["error"][0]
@@ -117,7 +143,9 @@ def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path: Pa
     assert (out / "best.yaml").is_file()
 
 
-def test_the_search_stops_after_failures_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_search_stops_after_failures_in_a_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_tune_config, source
+) -> None:
     import yolol_tf.models as models
     from yolol_tf.tuning.search import tune
 
@@ -126,7 +154,7 @@ def test_the_search_stops_after_failures_in_a_row(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(models, "build_model", always_crashes)
     with pytest.raises(UserError, match="last 2 trials failed") as error:
-        tune(tiny_config(str(tmp_path / "s"), max_trials=5, max_failures=2), source=TinySource())
+        tune(tiny_tune_config(str(tmp_path / "s"), max_trials=5, max_failures=2), source=source)
     assert error.value.exit_code == 1
     trials = pd.read_csv(tmp_path / "s" / "trials.csv")
     assert list(trials["status"]) == ["FAILED", "FAILED"]
@@ -137,7 +165,11 @@ def test_space_file_narrows_fixes_and_names_unknown_parameters(tmp_path: Path) -
     space_file = tmp_path / "space.yaml"
     space_file.write_text("learning_rate: {min: 1e-4, max: 1e-2}\nloss: [bce, asl]\ndropout: 0.2\n")
     space = {p.name: p for p in load_space("cnn", space_file)}
-    assert (space["learning_rate"].low, space["learning_rate"].high, space["learning_rate"].log) == (1e-4, 1e-2, True)
+    assert (space["learning_rate"].low, space["learning_rate"].high, space["learning_rate"].log) == (
+        1e-4,
+        1e-2,
+        True,
+    )
     assert space["loss"].values == ("bce", "asl") and space["dropout"].kind == "fixed"
     assert space["dropout"].values == (0.2,)
     assert load_space("cnn", None, fixed={"batch_size": 48})[-1].values == (48,)
@@ -156,7 +188,7 @@ def test_space_file_narrows_fixes_and_names_unknown_parameters(tmp_path: Path) -
 def test_sampled_values_become_train_settings() -> None:
     values = {"learning_rate": 0.003, "width_scale": 0.5, "depth": 3, "dropout": 0.1, "batch_norm": True,
               "loss": "asl", "asl_gamma_neg": 4.0, "asl_gamma_pos": 0.5, "focal_gamma": None, "augment": 0.25,
-              "batch_size": 64, "tuner/epochs": 2}
+              "batch_size": 64, "tuner/epochs": 2}  # fmt: skip
     settings = train_values("dense", values)
     assert settings["model_options"] == {"dropout": 0.1, "widths": [256, 128, 64], "batch_norm": True}
     assert settings["loss"] == "asl" and settings["asl_gamma_neg"] == 4.0 and "focal_gamma" not in settings
@@ -175,8 +207,11 @@ def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() 
     from yolol_tf.models import get_spec
 
     common = ["loss", "focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "augment"]
-    own = {"dense": ["width_scale", "depth", "dropout", "batch_norm"], "cnn": ["width", "depths", "dropout"],
-           "resnet50": ["dropout", "small_input"]}
+    own = {
+        "dense": ["width_scale", "depth", "dropout", "batch_norm"],
+        "cnn": ["width", "depths", "dropout"],
+        "resnet50": ["dropout", "small_input"],
+    }
     for model, names in own.items():
         # The columns of trials.csv, in this order.
         assert [p.name for p in model_space(model)] == ["learning_rate", *names, *common, "batch_size"]
@@ -187,7 +222,11 @@ def test_spaces_are_learning_rate_model_parameters_common_ones_and_batch_size() 
         "small_input    False | True        no stem downsampling",
     ]
     assert space_table("dense").splitlines()[1].split("  ")[-1] == "scales the widths 2048..128"
-    assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (16, 32, 64)
+    assert model_space("cnn")[-1].values == (32, 64, 128) and model_space("resnet50")[-1].values == (
+        16,
+        32,
+        64,
+    )
 
 
 def test_tune_config_is_data_settings_and_the_search_module_exports_its_entry_points() -> None:
@@ -225,25 +264,24 @@ def test_cli_names_a_bad_space_file_without_traceback(tmp_path: Path, capsys: py
     assert "learning_rat" in err and str(bad) in err and "Traceback" not in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.large
-def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path) -> None:
+def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path, store: Path) -> None:
     import json
 
     out = tmp_path / "search"
-    address = f"127.0.0.1:{_free_port()}"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "tests.helpers_tune", "--out", str(out), "--max-trials", "3"]
-    roles = [["--chief", address], ["--worker", address, "--worker-id", "w1"],
-             ["--worker", address, "--worker-id", "w2"]]
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    command = ["-m", "tests.support.tune_worker", "--out", str(out), "--data", str(store),
+               "--max-trials", "3"]  # fmt: skip
+    roles = [
+        ["--chief", address],
+        ["--worker", address, "--worker-id", "w1"],
+        ["--worker", address, "--worker-id", "w2"],
+    ]
     logs = [open(tmp_path / f"{i}.log", "w") for i in range(3)]  # noqa: SIM115 (closed below)
-    procs = [subprocess.Popen(command + role, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-             for role, log in zip(roles, logs, strict=True)]
+    procs = [
+        start_python(*command, *role, stdout=log, stderr=subprocess.STDOUT)
+        for role, log in zip(roles, logs, strict=True)
+    ]
     try:
         deadline = time.monotonic() + 150
         # Stop early if any process fails: the others would wait for it.
@@ -252,10 +290,7 @@ def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(procs)
         for log in logs:
             log.close()
     output = "\n".join((tmp_path / f"{i}.log").read_text() for i in range(3))
@@ -272,20 +307,15 @@ def test_a_chief_and_two_workers_run_every_trial_once(tmp_path: Path) -> None:
     assert (out / "best.yaml").is_file()
 
 
-def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from yolol_tf.cli import main
-
-    store = TinySource().write_store(tmp_path / "store")
+def test_cli_searches_a_store_and_trains_the_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture, store: Path, cli
+) -> None:
     space = tmp_path / "space.yaml"
     space.write_text("width: 4\ndepths: [1-1]\nloss: bce\n")
     out = tmp_path / "search"
     args = ["tune", "cnn", "--data", str(store), "--max-trials", "1", "--epochs", "1", "--space", str(space),
-            "--batch-size", "16", "--out", str(out), "--train-best", "--train-epochs", "1"]
-    try:
-        status = main(args)
-    except SystemExit as e:  # Typer's standalone mode exits on success
-        status = e.code
-    assert status == 0
+            "--batch-size", "16", "--out", str(out), "--train-best", "--train-epochs", "1"]  # fmt: skip
+    assert cli(*args) == 0
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["status"]) == ["COMPLETED"] and trials["width"][0] == 4
     assert (out / "best" / "best.keras").is_file() and (out / "best" / "metrics.json").is_file()
@@ -293,11 +323,12 @@ def test_cli_searches_a_store_and_trains_the_best(tmp_path: Path, capsys: pytest
 
 
 @pytest.mark.large
-def test_trials_per_process_runs_each_trial_in_a_fresh_process(tmp_path: Path) -> None:
+def test_trials_per_process_runs_each_trial_in_a_fresh_process(
+    tmp_path: Path, store: Path, tiny_tune_config
+) -> None:
     from yolol_tf.tuning.search import tune
 
-    store = TinySource().write_store(tmp_path / "store")
-    out = tune(tiny_config(str(tmp_path / "s"), data=str(store), trials_per_process=1))
+    out = tune(tiny_tune_config(tmp_path / "s", data=str(store), trials_per_process=1))
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["status"]) == ["COMPLETED", "COMPLETED"]
     assert trials["pid"].nunique() == 2 and os.getpid() not in set(trials["pid"])

@@ -1,35 +1,21 @@
-"""Helpers for the BatchNormalization tests: twin layers with shared weights, and the replica check."""
+"""Synchronized BatchNormalization on 2 logical CPUs under MirroredStrategy against the same layer on the
+global batch, run in a fresh process (logical devices can only be set up before TensorFlow starts):
+
+    python -m tests.support.batchnorm_mirrored
+
+prints, as its last line, a JSON object: the replicas and the largest gaps in outputs, input gradients and
+moving statistics.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
 
-def twin_layers(axis: int, dtype: str = "float32", **settings):
-    """Returns (ours, keras') BatchNormalization with the same settings and the same random weights."""
-    import keras
-
-    from yolol_tf.models.layers import BatchNormalization
-
-    ours = BatchNormalization(axis=axis, dtype=dtype, **settings)
-    theirs = keras.layers.BatchNormalization(axis=axis, dtype=dtype, **settings)
-    return ours, theirs
-
-
-def copy_weights(*layers, seed: int = 0) -> None:
-    """Gives the layers the same non-trivial gamma, beta and moving statistics (positive, around 1)."""
-    rng = np.random.default_rng(seed)
-    for variables in zip(*(layer.weights for layer in layers), strict=True):
-        value = rng.uniform(0.5, 1.5, variables[0].shape).astype("float32")
-        for variable in variables:
-            variable.assign(value)
-
-
 def check_synchronized_under_mirrored() -> dict:
-    """Runs synchronized BN over 2 logical CPUs and the same layer over the global batch; returns the gaps.
-
-    Must run in a fresh process: logical devices can only be configured before TensorFlow starts.
-    """
+    """Runs synchronized BN over 2 logical CPUs and the same layer over the global batch; returns the gaps."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -81,3 +67,7 @@ def check_synchronized_under_mirrored() -> dict:
             np.abs(layer.moving_variance.numpy() - reference.moving_variance.numpy()).max()
         ),
     }
+
+
+if __name__ == "__main__":
+    print(json.dumps(check_synchronized_under_mirrored()))
