@@ -37,13 +37,17 @@ def _dataset(root: Path, orientation: int | None) -> Path:
         (root / "labels" / split).mkdir(parents=True)
         _photo(root / "images" / split / "a.jpg", orientation)
         (root / "labels" / split / "a.txt").write_text("0 0.36 0.45 0.45 0.5\n1 0.80 0.70 0.36 0.56\n")
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: [red, blue]\n")
+    (root / "data.yaml").write_text(
+        f"path: {root}\ntrain: images/train\nval: images/val\nnames: [red, blue]\n"
+    )
     return root / "data.yaml"
 
 
 @pytest.mark.parametrize("orientation", [None, 6], ids=["upright", "exif-rotated"])
 def test_crops_of_a_reduced_decode_match_the_full_decode(tmp_path: Path, orientation: int | None) -> None:
-    store = prepare(_dataset(tmp_path / "ds", orientation), tmp_path / "store", size=SIZE, workers=1, progress=False)
+    store = prepare(
+        _dataset(tmp_path / "ds", orientation), tmp_path / "store", size=SIZE, workers=1, progress=False
+    )
     image_path = tmp_path / "ds" / "images" / "train" / "a.jpg"
     full = read_image(image_path)  # decoded whole, EXIF orientation applied
     height, width = full.shape[:2]
