@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from yolol_tf.cli import options
 from yolol_tf.cli.app import app
 from yolol_tf.models import MODEL_NAMES, QUICK_MODEL
 
@@ -28,13 +29,8 @@ Example: yolol-tf train {QUICK_MODEL} --strategy multi-worker --workers gpu1:222
 @app.command("train", help=_HELP)
 def train_command(
     model: str = typer.Argument(..., metavar="MODEL", help=f"Model to train: {', '.join(MODEL_NAMES)}."),
-    data: str | None = typer.Option(
-        None,
-        "--data",
-        help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
-        "Default: the embedded demo dataset.",
-    ),  # fmt: skip
-    val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV, reported as 'test' only."),
+    data: str | None = options.DATA,
+    val: str | None = options.VAL,
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Experiment YAML (experiments/NAME.yaml)."
     ),
@@ -42,12 +38,7 @@ def train_command(
     name: str | None = typer.Option(None, "--name", help="Run name (default: the start time)."),
     epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per step."),
-    size: int | None = typer.Option(
-        None,
-        "--size",
-        help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own size; "
-        "a different size given here is an error.",
-    ),  # fmt: skip
+    size: int | None = options.SIZE,
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     loss: str | None = typer.Option(None, "--loss", help="bce, weighted_bce, focal, asl or cce."),
     augment: float | None = typer.Option(None, "--augment", help="Augmentation strength, 0..1."),

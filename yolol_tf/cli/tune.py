@@ -25,6 +25,7 @@ import enum
 
 import typer
 
+from yolol_tf.cli import options
 from yolol_tf.cli.app import app
 from yolol_tf.models import MODEL_NAMES, QUICK_MODEL
 from yolol_tf.tuning.space import space_table
@@ -76,19 +77,9 @@ Example: yolol-tf tune {QUICK_MODEL} --out /shared/tune-{QUICK_MODEL} --worker c
 @app.command("tune", help=_help())
 def tune_command(
     model: Model = typer.Argument(..., help="Model whose space to search."),
-    data: str | None = typer.Option(
-        None,
-        "--data",
-        help="YOLO data.yaml or dataset folder, a prepared store, or a Sign-MNIST CSV. "
-        "Default: the embedded demo dataset.",
-    ),  # fmt: skip
-    val: str | None = typer.Option(None, "--val", help="Sign-MNIST test CSV (not used by the search)."),
-    size: int | None = typer.Option(
-        None,
-        "--size",
-        help="Crop side in pixels for a YOLO dataset (default 64). A store or CSV keeps its own "
-        "size; a different size given here is an error.",
-    ),  # fmt: skip
+    data: str | None = options.DATA,
+    val: str | None = options.VAL,
+    size: int | None = options.SIZE,
     tuner: Tuner = typer.Option(Tuner.random, "--tuner", help="Search algorithm."),
     max_trials: int = typer.Option(
         10, "--max-trials", help="Trials in all (more on a rerun: only the new ones run)."

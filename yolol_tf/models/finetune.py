@@ -28,7 +28,7 @@ POOL = "avg_pool"
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers with weights before the pooled features (stem, stages and, in lite0, the top convolution)."""
+    """The layers with weights before the pooled features (stem, stages and, in EfficientNet-Lite0, the top convolution)."""
     names = [layer.name for layer in model.layers]
     if POOL not in names:
         raise UserError(f"{model.name}: no {POOL!r} layer, so no backbone to freeze or unfreeze")
@@ -39,7 +39,7 @@ def set_backbone_trainable(model: keras.Model, trainable: bool, *, batch_norm: b
     """Freezes or unfreezes the backbone; the head (dropout, logits) stays trainable.
 
     Args:
-        model: a model of this package with an ``avg_pool`` layer (``cnn``, ``resnet50``, ``lite0``).
+        model: a model of this package with an ``avg_pool`` layer (every convolutional one).
         trainable: False for the head-only phase, True to fine-tune the whole network.
         batch_norm: when unfreezing, unfreeze the BN layers too (batch statistics in training, moving
             averages updated); by default they stay frozen, in inference mode.

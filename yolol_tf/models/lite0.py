@@ -131,16 +131,22 @@ def build_lite0(
         An uncompiled functional model mapping raw pixels to float32 logits.
     """
     if min(input_shape[:2]) < 32:
-        raise UserError(f"lite0: images must be at least 32 px. Received: input_shape={tuple(input_shape)}")
+        raise UserError(
+            f"EfficientNet-Lite0: images must be at least 32 px. Received: input_shape={tuple(input_shape)}"
+        )
     if not 0.0 <= dropout < 1.0:
-        raise UserError(f"lite0: dropout must be in [0, 1). Received: dropout={dropout}")
+        raise UserError(f"EfficientNet-Lite0: dropout must be in [0, 1). Received: dropout={dropout}")
     if not 0.0 <= drop_connect < 1.0:
-        raise UserError(f"lite0: drop_connect must be in [0, 1). Received: drop_connect={drop_connect}")
+        raise UserError(
+            f"EfficientNet-Lite0: drop_connect must be in [0, 1). Received: drop_connect={drop_connect}"
+        )
     if not 0.0 <= bn_momentum < 1.0:
-        raise UserError(f"lite0: bn_momentum must be in [0, 1). Received: bn_momentum={bn_momentum}")
+        raise UserError(
+            f"EfficientNet-Lite0: bn_momentum must be in [0, 1). Received: bn_momentum={bn_momentum}"
+        )
     if weights is not None and input_shape[-1] != 3:
         raise UserError(
-            "lite0: pretrained weights need RGB images (3 channels). "
+            "EfficientNet-Lite0: pretrained weights need RGB images (3 channels). "
             f"Received: input_shape={tuple(input_shape)}"
         )
     import keras
@@ -193,7 +199,7 @@ def load_weights(model: keras.Model, weights: str | Path) -> None:
     missing = [layer.name for layer in backbone_layers(model) if layer.name not in loaded]
     if missing:
         shown = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
-        raise UserError(f"lite0: {path} lacks {len(missing)} of this network's layers ({shown})")
+        raise UserError(f"EfficientNet-Lite0: {path} lacks {len(missing)} of this network's layers ({shown})")
 
 
 SPEC = ModelSpec(

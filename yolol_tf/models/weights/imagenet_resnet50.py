@@ -58,7 +58,7 @@ def find_imagenet_file() -> Path:
         if (folder / name).is_file():
             return folder / name
     raise UserError(
-        f"resnet50: weights='imagenet' reads the ImageNet file that Keras downloads, {FILES[0]} "
+        f"ResNet-50: weights='imagenet' reads the ImageNet file that Keras downloads, {FILES[0]} "
         f"(or {FILES[1]}), from $KERAS_HOME/models (here {folder}), and it is not there; yolol-tf "
         f"downloads nothing. Get it from "
         f"{BASE_URL}{FILES[0]} (or run keras.applications.ResNet50(weights='imagenet', include_top=False) "
@@ -99,7 +99,7 @@ def load_imagenet_resnet50(model: keras.Model, path: str | Path) -> list[str]:
         The names of our layers loaded.
     """
     path = Path(path).expanduser()
-    stored = read_legacy_weights(path, "resnet50")
+    stored = read_legacy_weights(path, "ResNet-50")
     ours = {layer.name: layer for layer in model.layers if layer.weights}
     unknown, differing, loaded = [], [], []
     for theirs, values in stored.items():
@@ -137,6 +137,6 @@ def load_imagenet_resnet50(model: keras.Model, path: str | Path) -> list[str]:
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
                 problems.append(f"{len(names)} {what}: {shown}")
         raise UserError(
-            f"resnet50: {path} is not the ImageNet ResNet50 of keras.applications ({'; '.join(problems)})"
+            f"ResNet-50: {path} is not the ImageNet ResNet50 of keras.applications ({'; '.join(problems)})"
         )
     return loaded
