@@ -13,6 +13,7 @@ with ``trials_per_process=2`` (each pair of trials in a fresh process) shows mem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import tempfile
@@ -92,19 +93,17 @@ def main() -> None:
         space.write_text("width: [8, 16]\ndepths: [1-1, 2-2]\nloss: [bce, focal]\nbatch_size: 32\n")
         source = open_data(str(csv))
         start = time.perf_counter()
-        out = tune(
-            TuneConfig(
-                model="cnn",
-                data=str(csv),
-                tuner="random",
-                max_trials=args.trials,
-                epochs=args.epochs,
-                space=str(space),
-                out=str(tmp / "search"),
-                verbose=0,
-            ),
-            source=source,
+        search = TuneConfig(
+            model="cnn",
+            data=str(csv),
+            tuner="random",
+            max_trials=args.trials,
+            epochs=args.epochs,
+            space=str(space),
+            out=str(tmp / "search"),
+            verbose=0,
         )
+        out = tune(search, source=source)
         search_seconds = time.perf_counter() - start
         trials = pd.read_csv(out / "trials.csv")
         base = resolve(TrainConfig, out / "best.yaml", {"epochs": args.epochs})
@@ -117,17 +116,7 @@ def main() -> None:
         if args.per_process:
             start = time.perf_counter()
             out2 = tune(
-                TuneConfig(
-                    model="cnn",
-                    data=str(csv),
-                    tuner="random",
-                    max_trials=args.trials,
-                    epochs=args.epochs,
-                    space=str(space),
-                    out=str(tmp / "search2"),
-                    verbose=0,
-                    trials_per_process=args.per_process,
-                )
+                dataclasses.replace(search, out=str(tmp / "search2"), trials_per_process=args.per_process)
             )
             recycled_seconds = time.perf_counter() - start
             recycled = pd.read_csv(out2 / "trials.csv")
