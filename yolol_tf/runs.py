@@ -47,6 +47,8 @@ FINISHED_MARKER = "metrics.json"  # written last: its presence marks a finished 
 BACKUP_DIR = "backup"  # fault-tolerance state of an unfinished run; removed once metrics.json exists
 FIT_DONE = "fit.json"  # every epoch trained; a resume goes straight to the report
 BEST_INFO = "best.json"  # the epoch and monitored value best.keras holds
+HEAD_MODEL = "head.keras"  # two-phase fine-tuning: the model after the head-only phase
+HEAD_BACKUP = "head"  # inside backup/: the head-only phase's own backup
 
 
 @dataclass(frozen=True)
@@ -323,5 +325,10 @@ def finish(run_dir: Path) -> None:
     import shutil
 
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    for path in (run_dir / FIT_DONE, _previous(run_dir / BEST_MODEL), _previous(run_dir / BEST_INFO)):
+    for path in (
+        run_dir / FIT_DONE,
+        run_dir / HEAD_MODEL,
+        _previous(run_dir / BEST_MODEL),
+        _previous(run_dir / BEST_INFO),
+    ):
         path.unlink(missing_ok=True)

@@ -58,6 +58,12 @@ def train_command(
         "one-device, mirrored (all local GPUs) or multi-worker (several machines).",
     ),  # fmt: skip
     steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch", help="Steps per epoch."),
+    head_epochs: int | None = typer.Option(
+        None,
+        "--head-epochs",
+        help="Fine-tune in two phases: this many epochs of the head alone, then the whole network at "
+        "--lr x finetune_lr_scale (default: 2 with pretrained weights, else 0).",
+    ),  # fmt: skip
     workers: str | None = typer.Option(
         None,
         "--workers",
@@ -77,6 +83,7 @@ def train_command(
         "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,
         "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
         "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
+        "head_epochs": head_epochs,
     }  # fmt: skip
     train(
         load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index

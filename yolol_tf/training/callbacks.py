@@ -223,3 +223,18 @@ class LastCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         save_model_atomic(self.model, self.path)
+
+
+class HeadDone(keras.callbacks.Callback):
+    """Saves the model when the head-only phase of two-phase fine-tuning ends: the whole network starts there.
+
+    Args:
+        path: the ``.keras`` file (``RUN/head.keras``).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        save_model_atomic(self.model, self.path)

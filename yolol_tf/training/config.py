@@ -63,6 +63,11 @@ class TrainConfig(DataSettings):
         out: run folder; default ``saved_models/<model>-<name or time>``.
         name: run name used in the default run folder.
         steps_per_epoch: steps per epoch; default one pass over the training split.
+        head_epochs: fine-tuning in two phases: this many epochs of the head alone (the backbone frozen, its
+            BatchNormalization in inference mode) at ``learning_rate``, then the whole network at
+            ``learning_rate * finetune_lr_scale`` for the remaining epochs. None: ``DEFAULT_HEAD_EPOCHS``
+            when ``model_options`` names pretrained ``weights``, else 0 (one phase).
+        finetune_lr_scale: the second phase's peak learning rate, as a fraction of ``learning_rate``.
     """
 
     model: str = field(default_factory=_default_model)
@@ -89,6 +94,22 @@ class TrainConfig(DataSettings):
     out: str | None = None
     name: str | None = None
     steps_per_epoch: int | None = None
+    head_epochs: int | None = None
+    finetune_lr_scale: float = 0.1
+
+
+DEFAULT_HEAD_EPOCHS = 2
+
+
+def head_epochs(config: TrainConfig) -> int:
+    """Epochs of the head-only phase: ``config.head_epochs``, else 2 with pretrained weights, else 0."""
+    if config.head_epochs is not None:
+        return config.head_epochs
+    return (
+        DEFAULT_HEAD_EPOCHS
+        if config.model_options.get("weights") and config.epochs > DEFAULT_HEAD_EPOCHS
+        else 0
+    )
 
 
 def load_config(
@@ -157,6 +178,15 @@ def validate(config: TrainConfig) -> None:
     need(
         config.steps_per_epoch is None or config.steps_per_epoch >= 1,
         f"steps_per_epoch must be >= 1. Received: steps_per_epoch={config.steps_per_epoch}",
+    )
+    need(
+        config.head_epochs is None or 0 <= config.head_epochs < config.epochs,
+        f"head_epochs must be in 0..epochs-1 (the whole network needs at least one epoch). "
+        f"Received: head_epochs={config.head_epochs}, epochs={config.epochs}",
+    )
+    need(
+        0 < config.finetune_lr_scale <= 1,
+        f"finetune_lr_scale must be in (0, 1]. Received: finetune_lr_scale={config.finetune_lr_scale}",
     )
 
 

@@ -159,18 +159,43 @@ def _fit(run: _Run, resume: bool, extra_callbacks: list, verbose: int | str | No
     return run_dir
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """One ``fit`` of a run: its epochs, whether the backbone trains, its learning rate and backup folder."""
+
+    first: int
+    end: int
+    backbone: bool
+    learning_rate: float
+    backup: Path
+    last: bool
+
+
+def _phases(config: TrainConfig, run_dir: Path) -> list[_Phase]:
+    """One phase, or the head alone then the whole network (see ``TrainConfig.head_epochs``)."""
+    from yolol_tf.training.config import head_epochs
+
+    head = head_epochs(config)
+    backup = run_dir / runs.BACKUP_DIR
+    if not head:
+        return [_Phase(0, config.epochs, True, config.learning_rate, backup, True)]
+    return [
+        _Phase(0, head, False, config.learning_rate, backup / runs.HEAD_BACKUP, False),
+        _Phase(head, config.epochs, True, config.learning_rate * config.finetune_lr_scale, backup, True),
+    ]
+
+
 def _train_epochs(
     run: _Run, resume: bool, val_ds: Any, activation: str, extra_callbacks: list, verbose: int | str | None
 ) -> None:
-    """Builds, compiles and fits the model, continuing from the backup when resuming."""
+    """Builds the model and fits it, phase by phase, continuing from the backup when resuming."""
     from yolol_tf.data.info import read_store_json
     from yolol_tf.models import build_model
     from yolol_tf.training import distribute
-    from yolol_tf.training.compile import class_frequency, compile_model
+    from yolol_tf.training.compile import class_frequency
 
     config, source, run_dir = run.config, run.source, run.run_dir
     info = source.info
-    steps = steps_per_epoch(config, info)
     train_ds = source.dataset(
         "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True
     )
@@ -181,14 +206,20 @@ def _train_epochs(
     class_freq = class_frequency(source, info) if config.loss == "weighted_bce" else None
     with run.strategy.scope():
         model = build_model(config.model, info.image_shape, info.num_classes, **config.model_options)
-        compile_model(model, config, info, class_freq, steps_per_epoch=steps, jit_compile=run.setup.jit)
 
-    committed = runs.backup_epoch(run_dir / runs.BACKUP_DIR) if resume else 0
+    phases = _phases(config, run_dir)
+    # Where a resumed run goes on: the last phase whose backup holds finished epochs.
+    done = [runs.backup_epoch(phase.backup) if resume else 0 for phase in phases]
+    start = max((i for i, n in enumerate(done) if n), default=0)
+    if start == 0 and len(phases) > 1 and done[0] >= phases[0].end and (run_dir / runs.HEAD_MODEL).is_file():
+        # The head phase finished (else its fit restores its last epoch, trains none, and writes head.keras)
+        # and the whole network had not yet finished an epoch.
+        start = 1
+    committed = max(done[start], phases[start].first)
     if resume and run.chief:
         # Epochs after the last backup are trained again: forget their history rows and best checkpoint.
         runs.keep_committed_history(run_dir / runs.HISTORY_FILE, committed)
         runs.rollback_best(run_dir, committed)
-    cbs = _callbacks(run, val_ds, activation, resume, committed, extra_callbacks)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if resume:
@@ -198,22 +229,75 @@ def _train_epochs(
         f"{info.counts.get('val', 0)} val samples, {info.num_classes} classes; run folder {run_dir}",
         file=sys.stderr,
     )
-    fit_args = dict(
-        epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=cbs, verbose=verbose
+    for number, phase in enumerate(phases[start:], start):
+        if number == start > 0 and not done[start]:
+            # Resumed between the phases: the whole network starts from the head phase's last epoch.
+            model.load_weights(run_dir / runs.HEAD_MODEL)
+        if number > start:
+            committed = phase.first  # the model in memory goes straight on from the phase before
+        _fit_phase(run, model, train_ds, val_ds, phase, len(phases), class_freq, activation, committed,
+                   resume or number > 0, extra_callbacks, verbose)  # fmt: skip
+
+
+def _fit_phase(
+    run: _Run,
+    model: Any,
+    train_ds: Any,
+    val_ds: Any,
+    phase: _Phase,
+    count: int,
+    class_freq: Any,
+    activation: str,
+    committed: int,
+    resume: bool,
+    extra_callbacks: list,
+    verbose: int | str,
+) -> None:
+    """Compiles ``model`` for one phase (a new optimizer: which weights train may change) and fits it."""
+    import dataclasses
+
+    from yolol_tf.training import distribute
+    from yolol_tf.training.compile import compile_model
+
+    config, info = run.config, run.source.info
+    steps = steps_per_epoch(config, info)
+    if count > 1:
+        from yolol_tf.models.finetune import set_backbone_trainable
+
+        # BatchNormalization trains again with the whole network, as it does in one-phase fine-tuning.
+        set_backbone_trainable(model, phase.backbone, batch_norm=phase.backbone)
+        what = "the whole network" if phase.backbone else "the head alone (backbone frozen)"
+        print(
+            f"Phase {2 if phase.backbone else 1} of 2: {what}, epochs {phase.first + 1}-{phase.end} at "
+            f"learning rate {phase.learning_rate:g}",
+            file=sys.stderr,
+        )
+    phase_config = dataclasses.replace(
+        config, epochs=phase.end - phase.first, learning_rate=phase.learning_rate
     )
+    with run.strategy.scope():
+        compile_model(model, phase_config, info, class_freq, steps_per_epoch=steps, jit_compile=run.setup.jit)
+    cbs = _callbacks(run, val_ds, activation, resume, committed, extra_callbacks, phase)
+    fit_args = dict(
+        epochs=phase.end, initial_epoch=phase.first, steps_per_epoch=steps, validation_data=val_ds,
+        callbacks=cbs, verbose=verbose,
+    )  # fmt: skip
     if run.custom_loop:
         distribute.custom_fit(model, train_ds, strategy=run.strategy, **fit_args)
     else:
         model.fit(train_ds, shuffle=False, **fit_args)  # the pipeline shuffles
 
 
-def _callbacks(run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list) -> list:
+def _callbacks(
+    run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list, phase: _Phase
+) -> list:
     """The run's callbacks, in the order their hooks must run (the backup last)."""
     import keras
 
     from yolol_tf.training.callbacks import (
         BestCheckpoint,
         FitDone,
+        HeadDone,
         LastCheckpoint,
         MAPCallback,
         ResumableEarlyStopping,
@@ -239,18 +323,20 @@ def _callbacks(run: _Run, val_ds: Any, activation: str, resume: bool, committed:
             )
         )
     if config.patience > 0:
-        wait = committed - 1 - best_epoch if best_epoch is not None else 0
+        # Patience counts the epochs without improvement so far, in this phase only.
+        wait = (
+            max(0, min(committed - 1 - best_epoch, committed - phase.first)) if best_epoch is not None else 0
+        )
         cbs.append(ResumableEarlyStopping(config.monitor, config.patience, mode, best_value, wait, verbose=1))
     return [
         *cbs,
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.CSVLogger(str(history_csv), append=resume),
-        FitDone(run_dir / runs.FIT_DONE),  # on_train_end before the backup's own
+        # on_train_end before the backup's own: every epoch is trained, or the head phase is.
+        FitDone(run_dir / runs.FIT_DONE) if phase.last else HeadDone(run_dir / runs.HEAD_MODEL),
         # Last, so a kill never leaves a backup of an epoch whose other records are missing. It is kept
         # at the end of training and removed by runs.finish once metrics.json marks the run finished.
-        keras.callbacks.BackupAndRestore(
-            str(run_dir / runs.BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False
-        ),
+        keras.callbacks.BackupAndRestore(str(phase.backup), double_checkpoint=True, delete_checkpoint=False),
     ]
 
 
