@@ -266,25 +266,26 @@ def record_best(run_dir: Path, epoch: int, value: float) -> None:
     atomic_write_text(run_dir / BEST_INFO, json.dumps({"epoch": int(epoch), "value": float(value)}) + "\n")
 
 
-def read_best(run_dir: Path) -> tuple[float | None, int | None]:
-    """(monitored value, 0-based epoch) of best.keras, or (None, None) where none is recorded."""
+def _best_info(path: Path) -> tuple[float | None, int | None]:
+    """(value, epoch) recorded in a best.json-like file, or (None, None) where it is missing or unreadable."""
     try:
-        info = json.loads((run_dir / BEST_INFO).read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
         return float(info["value"]), int(info["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return None, None
+
+
+def read_best(run_dir: Path) -> tuple[float | None, int | None]:
+    """(monitored value, 0-based epoch) of best.keras, or (None, None) where none is recorded."""
+    return _best_info(run_dir / BEST_INFO)
 
 
 def committed_best(run_dir: Path, committed: int) -> tuple[float | None, int | None]:
     """(value, epoch) of the best checkpoint among the ``committed`` epochs: best.json's, else the
     retired one's (what :func:`rollback_best` restores). Reads only, so every worker of a cluster can."""
     for info in (run_dir / BEST_INFO, _previous(run_dir / BEST_INFO)):
-        try:
-            data = json.loads(info.read_text(encoding="utf-8"))
-            value, epoch = float(data["value"]), int(data["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if epoch < committed:
+        value, epoch = _best_info(info)
+        if epoch is not None and epoch < committed:
             return value, epoch
     return None, None
 

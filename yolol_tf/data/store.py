@@ -39,7 +39,6 @@ from yolol_tf.data.yolo import PROBLEM_KINDS, Problem, YoloDataset, find_dataset
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
 
-FORMAT, VERSION = STORE_FORMAT, STORE_VERSION
 PROBLEMS_FILE = "problems.csv"
 CROPS_PER_SHARD = 2048  # ~25 MB shards at size 64: large sequential reads, enough shards to interleave
 _SHOWN_PROBLEMS = 20  # problems printed in the summary; all of them go to problems.csv
@@ -109,7 +108,9 @@ def fingerprint(dataset: YoloDataset, options: dict[str, Any]) -> str:
     at every reuse (gigabytes, a good part of a conversion), and an image edited in place to the same size
     with its mtime restored is far rarer than a relabelled box.
     """
-    h = hashlib.sha256(json.dumps([FORMAT, VERSION, options, dataset.names], sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps([STORE_FORMAT, STORE_VERSION, options, dataset.names], sort_keys=True).encode()
+    )
     labels: dict[str, str] = {}  # a label file read by two splits is read once
     for split, items in dataset.splits.items():
         for item in items:
@@ -147,7 +148,7 @@ def _reuse_problem(out: Path, fp: str, dataset: YoloDataset, options: dict[str, 
         meta = read_store_json(out, check_files=False)
     except UserError as e:
         return e.message
-    if meta["version"] != VERSION:
+    if meta["version"] != STORE_VERSION:
         return f"it was written by an older yolol-tf (store version {meta['version']})"
     if meta.get("fingerprint") != fp:
         return "the dataset or the options changed"
@@ -341,8 +342,8 @@ def _write_store(
     problems = list(dict.fromkeys(problems))
     files[PROBLEMS_FILE] = _write_problems(tmp / PROBLEMS_FILE, problems)
     info = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
         "names": dataset.names,
         "num_classes": num_classes,
         "size": options["size"],

@@ -131,8 +131,7 @@ def run_data(resolved: ResolvedModel, data: str | os.PathLike | None, size: int 
     settings = DataSettings.of(None, **{k: v for k, v in config.items() if k in DATA_FIELDS})
     if data is not None:
         # Other data: the run's crop options still apply, but its extra test CSV belongs to its own data.
-        settings = DataSettings.of(settings, data=str(data))
-        settings = dataclasses.replace(settings, val=None)
+        settings = dataclasses.replace(settings, data=str(data), val=None)
     return open_data(settings, size=size)
 
 

@@ -28,7 +28,14 @@ from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
-from yolol_tf.training.config import TrainConfig, activation_of, for_data, steps_per_epoch, validate
+from yolol_tf.training.config import (
+    TrainConfig,
+    activation_of,
+    for_data,
+    head_epochs,
+    steps_per_epoch,
+    validate,
+)
 
 
 def train(
@@ -173,8 +180,6 @@ class _Phase:
 
 def _phases(config: TrainConfig, run_dir: Path) -> list[_Phase]:
     """One phase, or the head alone then the whole network (see ``TrainConfig.head_epochs``)."""
-    from yolol_tf.training.config import head_epochs
-
     head = head_epochs(config)
     backup = run_dir / runs.BACKUP_DIR
     if not head:

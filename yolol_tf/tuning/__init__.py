@@ -13,8 +13,9 @@ trials.png and best.yaml (tuning/report.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from yolol_tf.lazy import lazy_attributes
 from yolol_tf.tuning.config import TuneConfig
 from yolol_tf.tuning.space import load_space
 
@@ -23,10 +24,4 @@ __all__ = ["TuneConfig", "load_space", "tune"]
 if TYPE_CHECKING:
     from yolol_tf.tuning.search import tune
 
-
-def __getattr__(name: str) -> Any:
-    if name == "tune":
-        from yolol_tf.tuning.search import tune
-
-        return tune
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, {"tune": "yolol_tf.tuning.search"})
