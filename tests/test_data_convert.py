@@ -127,7 +127,7 @@ def test_store_holds_the_letterboxed_crops_labels_and_rows(tmp_path, make_yolo_d
     data = make_yolo_dataset(tmp_path / "ds", "ultralytics")
     store = prepare(data, tmp_path / "store", size=32, workers=1, progress=False)
     info = json.loads((store / "dataset.json").read_text())
-    assert info["format"] == "yolol-tf-store" and info["version"] == 2 and info["mode"] == "crop"
+    assert info["format"] == "yolol-tf-store" and info["version"] == 3 and info["mode"] == "crop"
     assert info["splits"]["train"] == {"images": 3, "crops": 6, "shards": ["shards/train-00000.tfrecord"]}
     # Every file's size and CRC32C (and each shard's record count), as taken while writing, equal the files'.
     assert sorted(info["files"]) == sorted(

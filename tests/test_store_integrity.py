@@ -227,7 +227,7 @@ def test_prepare_converts_a_version_1_store_again(tmp_path: Path, capsys, make_y
     capsys.readouterr()
     prepare(data, tmp_path / "store", workers=1, progress=False)
     assert "older yolol-tf (store version 1)" in capsys.readouterr().err
-    assert json.loads((store / "dataset.json").read_text())["version"] == 2
+    assert json.loads((store / "dataset.json").read_text())["version"] == 3
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,12 @@ def train_command(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     loss: str | None = typer.Option(None, "--loss", help="bce, weighted_bce, focal, asl or cce."),
     augment: float | None = typer.Option(None, "--augment", help="Augmentation strength, 0..1."),
+    mixup: float | None = typer.Option(
+        None, "--mixup", help="MixUp probability per sample, 0..1 (label: both labels' union)."
+    ),
+    cutmix: float | None = typer.Option(
+        None, "--cutmix", help="CutMix probability per sample, 0..1 (label: the --min-visible rule)."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an unfinished (killed) run from its last epoch."
     ),
@@ -84,6 +90,7 @@ def train_command(
         "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
         "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
         "head_epochs": head_epochs,
+        "mixup": mixup, "cutmix": cutmix,
     }  # fmt: skip
     train(
         load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index

@@ -15,8 +15,9 @@ from yolol_tf.errors import UserError
 
 STORE_FORMAT = "yolol-tf-store"
 # 2: dataset.json lists every file's size and CRC32C and each shard's record count ("files").
-STORE_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 stores are still read, with the checks their dataset.json allows
+# 3: each record holds its objects' geometry, dataset.json their most per record ("max_objects").
+STORE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # version 1 stores are still read, with the checks their dataset.json allows
 INFO_FILE = "dataset.json"
 INDEX_FILE = "index.csv"
 SPLITS = ("train", "val", "test")

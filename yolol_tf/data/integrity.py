@@ -5,7 +5,7 @@ record count, all taken while the store was written. Two depths of check:
 
 - :func:`damage` costs one ``stat`` a file: every file is there with the size dataset.json gives, the
   shards of a split hold its crops, and each shard is exactly as large as its records are at the store's
-  crop size and class count (a record's length is fixed by those and its row: ``records.shard_bytes``).
+  crop size, class count and ``max_objects`` (a record's length is fixed by those and its row: ``records.shard_bytes``).
   A truncated shard, a deleted index.csv, or a dataset.json edited to another size or number of classes
   is found before TensorFlow reads a byte. ``read_store_json`` runs it, so ``load``, ``read_info`` and
   ``open_data`` refuse a damaged store in one line.
@@ -52,6 +52,7 @@ def damage(store: str | Path, meta: dict[str, Any]) -> str | None:
 
 def _damage(store: Path, meta: dict[str, Any]) -> str | None:
     size, num_classes = int(meta["size"]), int(meta["num_classes"])
+    max_objects = int(meta.get("max_objects", 0))  # stores before version 3 hold no geometry
     files: dict[str, Any] | None = meta["files"] if int(meta["version"]) >= 2 else None
     if files is None:  # version 1 recorded no sizes: the files must be there, and the splits' bytes add up
         for name in [INDEX_FILE, *(s for entry in meta["splits"].values() for s in entry["shards"])]:
@@ -70,7 +71,7 @@ def _damage(store: Path, meta: dict[str, Any]) -> str | None:
         what = f"{size}x{size} px crops with {num_classes} classes"
         if files is None:
             held = sum((store / shard).stat().st_size for shard in entry["shards"])
-            expected = shard_bytes(size, num_classes, row, crops)
+            expected = shard_bytes(size, num_classes, row, crops, max_objects)
             if held != expected:
                 return f"the shards of split {split!r} are {held} bytes, but {crops} {what} take {expected}"
         else:
@@ -79,7 +80,7 @@ def _damage(store: Path, meta: dict[str, Any]) -> str | None:
                 if shard not in files:
                     return f"dataset.json lists no size for {shard}"
                 n, held = int(files[shard]["records"]), int(files[shard]["bytes"])
-                expected = shard_bytes(size, num_classes, row + records, n)
+                expected = shard_bytes(size, num_classes, row + records, n, max_objects)
                 if held != expected:
                     return f"{shard} is {held} bytes, but {n} {what} take {expected}"
                 records += n

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from yolol_tf.data import mix
 from yolol_tf.data.info import DatasetInfo, read_info, read_store_json
 from yolol_tf.data.integrity import note_reading
 from yolol_tf.errors import UserError
@@ -108,6 +109,8 @@ def load(
     *,
     training: bool = False,
     augment: float = 0.0,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
     seed: int | None = None,
     drop_remainder: bool = False,
     repeat: bool = False,
@@ -121,6 +124,9 @@ def load(
         training: shuffle shards and records (reshuffled every epoch) and apply ``augment``. When False
             the order is that of ``index.csv``.
         augment: augmentation strength in [0, 1] (see :func:`augment_batch`); used only when training.
+        mixup: probability that a training sample is mixed with another (:mod:`yolol_tf.data.mix`).
+        cutmix: probability that a training sample gets a region of another pasted in; off, with a
+            warning, for a store without object geometry (prepared before store version 3).
         seed: makes shuffling and augmentation repeatable.
         drop_remainder: drop a last, smaller batch (keeps batch shapes static).
         repeat: repeat forever (for ``steps_per_epoch``).
@@ -139,6 +145,9 @@ def load(
     store = Path(store)
     meta = read_store_json(store)
     _check_args(split, meta["splits"], batch_size, augment, store)
+    mix.check(mixup, cutmix)
+    max_objects = int(meta.get("max_objects", 0))
+    cutmix = mix.usable_cutmix(cutmix, max_objects > 0, str(store)) if training else 0.0
     size, num_classes = int(meta["size"]), int(meta["num_classes"])
     note_reading(store, meta["splits"][split]["shards"])
     files = [str(store / s) for s in meta["splits"][split]["shards"]]
@@ -164,17 +173,21 @@ def load(
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.string),
+        **(mix.GEOMETRY_FEATURES if cutmix > 0 else {}),
     }
 
-    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         ex = tf.io.parse_example(serialized, features)
         images = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, size, size, 3])
         labels = tf.reshape(tf.io.decode_raw(ex["label"], tf.uint8), [-1, num_classes])
         images.set_shape([serialized.shape[0], size, size, 3])  # a static batch with drop_remainder
         labels.set_shape([serialized.shape[0], num_classes])
-        return images, tf.cast(labels, tf.float32)
+        geometry = mix.parse_geometry(ex, max_objects) if cutmix > 0 else ()
+        return images, tf.cast(labels, tf.float32), *geometry
 
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training or seed is not None)
     if training:
+        min_visible = float(meta.get("options", {}).get("min_visible", 0.5))
+        ds = mix.mix_dataset(ds, mixup=mixup, cutmix=cutmix, min_visible=min_visible, seed=seed)
         ds = augment_dataset(ds, augment, seed)
     return ds.prefetch(AUTOTUNE)

@@ -144,6 +144,8 @@ def load_sign_mnist(
     *,
     training: bool = False,
     augment: float = 0.0,
+    mixup: float = 0.0,
+    cutmix: float = 0.0,
     seed: int | None = None,
     validation_fraction: float | None = None,
     subset: str | None = None,
@@ -158,6 +160,8 @@ def load_sign_mnist(
         batch_size: samples per batch.
         training: shuffle (every epoch) and apply ``augment``.
         augment: augmentation strength in [0, 1], used only when training.
+        mixup: MixUp probability per training sample (:mod:`yolol_tf.data.mix`).
+        cutmix: CutMix probability; off, with a warning, as a CSV records no object geometry.
         seed: makes shuffling and augmentation repeatable.
         validation_fraction: hold out this fraction of the rows (deterministically); ``subset`` then
             picks "train" (the rest) or "val" (the held-out rows).
@@ -175,12 +179,14 @@ def load_sign_mnist(
     """
     import tensorflow as tf
 
+    from yolol_tf.data import mix
     from yolol_tf.data.pipeline import augment_dataset
 
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     if not 0.0 <= augment <= 1.0:
         raise UserError(f"augment must be in [0, 1]. Received: augment={augment}")
+    mix.check(mixup, cutmix)
     images, labels = read_sign_mnist(csv_path)
     classes = present_classes(csv_path) if classes is None else list(classes)
     labels = _class_indices(csv_path, labels, classes)
@@ -209,5 +215,7 @@ def load_sign_mnist(
         lambda x, y: (x, tf.one_hot(y, len(classes), dtype=tf.float32)), num_parallel_calls=tf.data.AUTOTUNE
     )
     if training:
+        cutmix = mix.usable_cutmix(cutmix, False, str(csv_path))
+        ds = mix.mix_dataset(ds, mixup=mixup, cutmix=cutmix, min_visible=0.5, seed=seed)
         ds = augment_dataset(ds, augment, seed)
     return ds.prefetch(tf.data.AUTOTUNE), info

@@ -31,6 +31,7 @@ import crc32c
 from yolol_tf.data import integrity
 from yolol_tf.data.demo import cache_root
 from yolol_tf.data.info import INDEX_FILE, INFO_FILE, STORE_FORMAT, STORE_VERSION, read_store_json
+from yolol_tf.data.labels import parse_labels
 from yolol_tf.data.records import encode_example, with_row  # noqa: F401  (encode_example: re-exported)
 from yolol_tf.data.settings import DataSettings
 from yolol_tf.data.tfrecord import TFRecordWriter
@@ -294,7 +295,8 @@ def _write_store(
     from tqdm import tqdm
 
     num_classes = len(dataset.names)
-    worker_options = {**options, "num_classes": num_classes}
+    max_objects = _max_objects(dataset, num_classes)
+    worker_options = {**options, "num_classes": num_classes, "max_objects": max_objects}
     total = sum(len(items) for items in dataset.splits.values())
     workers = min(workers or cpu_count(), total)
     pool = None
@@ -354,11 +356,23 @@ def _write_store(
         "problems": len(problems),
         "skipped_small": skipped_small,
         "fingerprint": fp,
+        "max_objects": max_objects,
         "files": files,
     }
     # Written last: its presence marks the store complete.
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return {"splits": splits, "problems": problems, "skipped_small": skipped_small}
+
+
+def _max_objects(dataset: YoloDataset, num_classes: int) -> int:
+    """The rows of every record's geometry: the most boxes one image has (at least 1).
+
+    A crop shows at most its image's boxes. Known before the first record is written, so every record has
+    one length and a shard's size follows from its record count (``records.shard_bytes``); found from the
+    label files alone, which are small.
+    """
+    labels = {item.label for items in dataset.splits.values() for item in items}
+    return max([1, *(len(parse_labels(label, num_classes)[0]) for label in labels)])
 
 
 def _write_problems(path: Path, problems: list[Problem]) -> dict[str, Any]:

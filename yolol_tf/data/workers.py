@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolol_tf.data.crops import Sample, cut, multi_hot, plan_crops, plan_image
+from yolol_tf.data.crops import Sample, cut, geometry, multi_hot, plan_crops, plan_image
 from yolol_tf.data.images import read_image
 from yolol_tf.data.labels import Problem, parse_labels
 from yolol_tf.data.records import encode_features
@@ -83,7 +83,12 @@ def convert_image(item: ImageItem) -> ImageResult:
     sx, sy = image.shape[1] / width, image.shape[0] / height
     for s in samples:
         pixels = cut(image, _scaled(s.window, sx, sy), o["size"]).tobytes()
-        result.crops.append((s, encode_features(pixels, multi_hot(s.label_ids, o["num_classes"]).tobytes())))
+        label = multi_hot(s.label_ids, o["num_classes"]).tobytes()
+        shapes = None  # the objects' geometry, when the store records it (options["max_objects"])
+        if o.get("max_objects"):
+            objects, content = geometry(s, o["size"], o["max_objects"])
+            shapes = objects.tobytes(), content.tobytes()
+        result.crops.append((s, encode_features(pixels, label, shapes)))
     return result
 
 

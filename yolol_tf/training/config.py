@@ -53,6 +53,10 @@ class TrainConfig(DataSettings):
         asl_clip: asymmetric loss probability margin.
         label_smoothing: target smoothing in [0, 1).
         augment: augmentation strength in [0, 1] (0 = none).
+        mixup: probability in [0, 1] that a training sample is blended with another, labelled with both
+            labels' union (``yolol_tf.data.mix``).
+        cutmix: probability in [0, 1] that a training sample gets a rectangle of another pasted in, labelled
+            by the crops' ``min_visible`` rule (off, with a warning, for data without object geometry).
         schedule: "cosine" (decay over all steps), "plateau" (halve on a stalled monitor) or "none".
         monitor: the validation figure that picks the best epoch and drives early stopping.
         patience: epochs without improvement before stopping (0 = never stop early).
@@ -84,6 +88,8 @@ class TrainConfig(DataSettings):
     asl_clip: float = 0.05
     label_smoothing: float = 0.0
     augment: float = 0.5
+    mixup: float = 0.0
+    cutmix: float = 0.0
     schedule: str = "cosine"
     monitor: str = "val_map"
     patience: int = 5
@@ -175,6 +181,9 @@ def validate(config: TrainConfig) -> None:
         config.learning_rate > 0, f"learning_rate must be > 0. Received: learning_rate={config.learning_rate}"
     )
     need(0.0 <= config.augment <= 1.0, f"augment must be in [0, 1]. Received: augment={config.augment}")
+    for key in ("mixup", "cutmix"):
+        value = getattr(config, key)
+        need(0.0 <= value <= 1.0, f"{key} must be a probability in [0, 1]. Received: {key}={value!r}")
     need(
         config.steps_per_epoch is None or config.steps_per_epoch >= 1,
         f"steps_per_epoch must be >= 1. Received: steps_per_epoch={config.steps_per_epoch}",

@@ -202,8 +202,9 @@ def _train_epochs(
     config, source, run_dir = run.config, run.source, run.run_dir
     info = source.info
     train_ds = source.dataset(
-        "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True
-    )
+        "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True,
+        mixup=config.mixup, cutmix=config.cutmix,
+    )  # fmt: skip
     if run.custom_loop and source.store is not None:
         # Each worker reads only its own shard files where there are enough for every worker.
         shards = read_store_json(source.store)["splits"]["train"]["shards"]
