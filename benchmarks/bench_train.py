@@ -3,12 +3,17 @@
     python benchmarks/bench_train.py            # throughput of all models, quality of cnn vs linear
     python benchmarks/bench_train.py --quick    # fewer steps and epochs (a smoke run)
     python benchmarks/bench_train.py --quality dense,cnn,resnet50   # train each demo preset
+    python benchmarks/bench_train.py --ops --quality ''   # what each augmentation op costs per batch
 
 Throughput: steady-state training steps (after warm-up) timed twice per model, fed (a) from the store
 pipeline (shuffle, augmentation, prefetch) and (b) from one cached in-memory batch repeated; the stall
 share is ``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%); "no aug"
-is the same with augmentation off, to tell reading from augmenting. On a 2-core CPU the pipeline and the
-model share the same cores, so augmentation work shows up as stall.
+is the same with augmentation off, to tell reading from augmenting; "streamed" reads the files every epoch
+rather than holding the split in memory; "before" is the previous augmentation (kept below as
+``legacy_augment_batch``) on the streamed store, the baseline, measured in the same process. On a 2-core
+CPU the pipeline and the model share the same cores, so augmentation work shows up as stall.
+Ops (``--ops``): milliseconds per batch of each augmentation step at each model's size and batch, run
+alone, as a share of the whole augmentation.
 Quality: each model trained with its ``experiments/demo-<model>.yaml`` (epochs capped), test-split mAP,
 next to a linear model (logistic regression on raw pixels) trained on the same crops the same way.
 """
@@ -57,8 +62,64 @@ class EpochTimer:
         self.callback = _CB()
 
 
-def throughput(model_name: str, steps: int) -> dict:
-    """Images/s from the store pipeline and from a cached batch, and the stall share."""
+def legacy_augment_batch(images, seed, strength: float):
+    """The augmentation before RandAugment (the baseline): flip, rotation, zoom, shift on the float batch
+    (bilinear), then brightness, contrast and saturation on every sample."""
+    import math
+
+    import tensorflow as tf
+
+    strength = float(min(strength, 1.0))
+    seed = tf.cast(seed, tf.int64)
+    shape = tf.shape(images)
+    batch, size = shape[0], tf.cast(shape[1], tf.float32)
+    geo_seed, b_seed, c_seed, s_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    seeds = tf.random.experimental.stateless_split(geo_seed, 4)
+    flip = tf.where(tf.random.stateless_uniform([batch], seeds[0]) < 0.5, -1.0, 1.0)
+    angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * (math.radians(15) * strength)
+    zoom = 1.0 + tf.random.stateless_uniform([batch], seeds[2], -1.0, 1.0) * (0.15 * strength)
+    shift = tf.random.stateless_uniform([batch, 2], seeds[3], -1.0, 1.0) * (0.1 * strength) * size
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    a0, a1, b0, b1 = cos * flip, -sin, sin * flip, cos
+    c = (size - 1.0) / 2.0
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, c - a0 * c - a1 * c - shift[:, 0], b0, b1, c - b0 * c - b1 * c - shift[:, 1],
+                           zeros, zeros], axis=1)  # fmt: skip
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT",
+    )  # fmt: skip
+    delta = tf.random.stateless_uniform([batch, 1, 1, 1], b_seed, -1.0, 1.0) * (0.25 * 255 * strength)
+    contrast = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], c_seed, -1.0, 1.0) * (0.4 * strength)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * contrast + mean + delta
+    saturation = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], s_seed, -1.0, 1.0) * (0.4 * strength)
+    grey = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    x = (x - grey) * saturation + grey
+    return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8)
+
+
+def _datasets(source, batch: int, augment: float) -> dict:
+    """The store pipelines compared: in memory or streamed, new or legacy augmentation, or none."""
+    from yolol_tf.data import augment as augment_lib
+    from yolol_tf.data import pipeline
+
+    def load(strength, cache=True):
+        saved = pipeline.CACHE_BYTES
+        pipeline.CACHE_BYTES = saved if cache else 0
+        try:
+            return source.dataset("train", batch, training=True, augment=strength, seed=0,
+                                  drop_remainder=True, repeat=True)  # fmt: skip
+        finally:
+            pipeline.CACHE_BYTES = saved
+
+    legacy = augment_lib.augment_dataset(load(0.0, cache=False), augment, 0, fn=legacy_augment_batch)
+    return {"pipeline": load(augment), "plain": load(0.0), "streamed": load(augment, cache=False),
+            "before": legacy.prefetch(-1)}  # fmt: skip
+
+
+def throughput(model_name: str, steps: int, augment: float) -> dict:
+    """Step time fed from each store pipeline and from a cached batch, and the stall shares."""
     import keras
     import tensorflow as tf
 
@@ -72,26 +133,68 @@ def throughput(model_name: str, steps: int) -> dict:
     keras.utils.set_random_seed(0)
     model = build_model(config.model, info.image_shape, info.num_classes, **config.model_options)
     compile_model(model, config, info, steps_per_epoch=steps, jit_compile=False)
-    pipeline = source.dataset("train", config.batch_size, training=True, augment=config.augment, seed=0,
-                              drop_remainder=True, repeat=True)  # fmt: skip
-    plain = source.dataset("train", config.batch_size, training=True, augment=0.0, seed=0,
-                           drop_remainder=True, repeat=True)  # fmt: skip
-    cached = tf.data.Dataset.from_tensors(next(iter(pipeline))).repeat()
+    datasets = _datasets(source, config.batch_size, augment)
+    cached = tf.data.Dataset.from_tensors(next(iter(datasets["pipeline"]))).repeat()
     result = {"model": model_name, "size": config.size, "batch": config.batch_size,
               "params": model.count_params()}  # fmt: skip
-    runs = (("cached", cached), ("pipeline", pipeline), ("plain", plain), ("cached2", cached))
+    runs = [("cached", cached), *datasets.items(), ("cached2", cached)]
+    times: dict[str, float] = {}
     for name, ds in runs:
         timer = EpochTimer()
         # Epoch 1 traces and warms up; the fastest later epoch is the steady state least disturbed by
         # other processes on the machine.
         model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0, callbacks=[timer.callback], shuffle=False)
-        result[name] = min(timer.times[1:]) / steps
-    cached_step = min(result.pop("cached"), result.pop("cached2"))  # either side of the pipeline run
-    result["images_per_s"] = config.batch_size / result["pipeline"]
+        times[name] = min(timer.times[1:]) / steps
+    cached_step = min(times.pop("cached"), times.pop("cached2"))  # either side of the pipeline runs
+    result["images_per_s"] = config.batch_size / times["pipeline"]
     result["images_per_s_cached"] = config.batch_size / cached_step
-    result["stall"] = max(0.0, 1.0 - cached_step / result.pop("pipeline"))
-    result["stall_no_augment"] = max(0.0, 1.0 - cached_step / result.pop("plain"))
+    for name, t in times.items():
+        result[f"stall_{name}"] = max(0.0, 1.0 - cached_step / t)
+    result["speedup"] = times["before"] / times["pipeline"]
     return result
+
+
+def op_costs(model_name: str, augment: float, repeats: int = 30) -> dict:
+    """Milliseconds per batch of each augmentation step at the model's size and batch, run alone."""
+    import numpy as np
+    import tensorflow as tf
+
+    from yolol_tf.data import augment as aug
+    from yolol_tf.data import open_data
+
+    config = load_preset(model_name)
+    source = open_data(None, size=config.size)
+    images, _ = next(iter(source.dataset("train", config.batch_size)))
+    seed = tf.constant([1, 2], tf.int64)
+    shape = tf.shape(images)
+    side = tf.cast(shape[1], tf.float32)
+    draws = aug._draws(seed, shape[0], augment)
+    transforms = aug.affine_transforms(draws["flip"], draws["rotate"], draws["shear_x"], draws["shear_y"],
+                                       tf.exp(draws["zoom"]), draws["translate_x"] * side,
+                                       draws["translate_y"] * side, side, side)  # fmt: skip
+    colour_args = aug._colour_args(images, draws)
+    floats = tf.cast(images, tf.float32)
+    steps = {
+        "augment_batch (all)": lambda: aug.augment_batch(images, seed, augment),
+        "  draws + matrices": lambda: aug._colour_args(images, aug._draws(seed, shape[0], augment)),
+        "  warp uint8 nearest": lambda: aug.warp(images, transforms, "NEAREST"),
+        "  colour matmul": lambda: aug.colour(images, *colour_args),
+        "warp uint8 bilinear": lambda: aug.warp(images, transforms, "BILINEAR"),
+        "warp float32 bilinear": lambda: aug.warp(floats, transforms, "BILINEAR"),
+        "legacy augmentation": lambda: legacy_augment_batch(images, seed, augment),
+    }
+    fns = {name: tf.function(fn) for name, fn in steps.items()}
+    for fn in fns.values():
+        fn()  # trace
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):  # interleaved, so that load from other processes hits every step alike
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(5):
+                out = fn()
+            _ = out.numpy() if hasattr(out, "numpy") else out
+            samples[name].append((time.perf_counter() - start) / 5 * 1000)
+    return {name: float(np.min(v)) for name, v in samples.items()}
 
 
 def linear_baseline(config, epochs: int) -> float:
@@ -139,7 +242,9 @@ def quality(model_name: str, epochs: int | None, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps and epochs: a smoke run")
-    parser.add_argument("--models", default="dense,cnn,resnet50", help="models to time")
+    parser.add_argument("--models", default="dense,cnn,resnet50,lite0", help="models to time")
+    parser.add_argument("--augment", type=float, default=0.5, help="augmentation strength timed")
+    parser.add_argument("--ops", action="store_true", help="time each augmentation step instead")
     parser.add_argument("--quality", default="cnn", help="models to train on the demo data ('' = none)")
     parser.add_argument(
         "--epochs", type=int, default=None, help="cap on training epochs (default: the preset's)"
@@ -151,13 +256,27 @@ def main() -> None:
     from yolol_tf.device import detect_device
 
     print(f"device: {detect_device().name}; {os.cpu_count()} CPU cores visible")
-    print(
-        f"\n{'model':>9} {'size':>5} {'batch':>5} {'params':>11} {'img/s':>8} {'img/s cached':>13} {'stall':>7} {'(no aug)':>9}"
-    )
-    for name in [m for m in args.models.split(",") if m]:
-        r = throughput(name, steps)
-        print(f"{r['model']:>9} {r['size']:>5} {r['batch']:>5} {r['params']:>11,} {r['images_per_s']:>8.1f} "
-              f"{r['images_per_s_cached']:>13.1f} {r['stall']:>7.1%} {r['stall_no_augment']:>9.1%}")  # fmt: skip
+    names = [m for m in args.models.split(",") if m]
+    if args.ops:
+        for name in names:
+            costs = op_costs(name, args.augment)
+            config = load_preset(name)
+            total = costs["augment_batch (all)"]
+            print(f"\n{name}: {config.size} px, batch {config.batch_size}, strength {args.augment}")
+            for op, ms in costs.items():
+                print(f"  {op:<24} {ms:7.3f} ms/batch {ms / total:6.2f}x")
+    else:
+        print(
+            f"\nstall at augment {args.augment}: memory = split held in memory (new default), "
+            "streamed = files read every epoch; before = legacy augmentation, streamed"
+        )
+        print(f"{'model':>9} {'size':>5} {'batch':>5} {'params':>11} {'img/s':>8} {'img/s cached':>13} "
+              f"{'stall':>7} {'(no aug)':>9} {'streamed':>9} {'before':>7} {'speedup':>8}")  # fmt: skip
+        for name in names:
+            r = throughput(name, steps, args.augment)
+            print(f"{r['model']:>9} {r['size']:>5} {r['batch']:>5} {r['params']:>11,} {r['images_per_s']:>8.1f} "
+                  f"{r['images_per_s_cached']:>13.1f} {r['stall_pipeline']:>7.1%} {r['stall_plain']:>9.1%} "
+                  f"{r['stall_streamed']:>9.1%} {r['stall_before']:>7.1%} {r['speedup']:>7.2f}x")  # fmt: skip
 
     models = [m for m in args.quality.split(",") if m]
     if not models:

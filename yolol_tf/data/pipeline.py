@@ -1,94 +1,33 @@
-"""Reading a store with tf.data: parallel reads, batch-wise parsing, augmentation, prefetch.
+"""Reading a store with tf.data: in memory or streamed, batch-wise parsing, augmentation, prefetch.
 
 Records hold raw uint8 pixels, so a read is a copy, not a decode. Records are batched before parsing
-because ``tf.io.parse_example`` on a batch costs about what it costs on one record. Augmentation is a
-pure function of a batch and an explicit seed, so it gives the same result eagerly and inside
-``Dataset.map`` (tested), and a seeded pipeline is repeatable.
+because ``tf.io.parse_example`` on a batch costs about what it costs on one record. A training split
+whose records fit :data:`CACHE_BYTES` is read from its files once and then held in memory, shuffled whole
+every epoch; a larger one streams from its shards through a bounded shuffle buffer. Augmentation
+(:mod:`yolol_tf.data.augment`) is a pure function of a batch and an explicit seed, so it gives the same
+result eagerly and inside ``Dataset.map`` (tested), and a seeded pipeline is repeatable.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import tensorflow as tf
 
 from yolol_tf.data import mix
+from yolol_tf.data.augment import augment_batch, augment_dataset
 from yolol_tf.data.info import DatasetInfo, read_info, read_store_json
 from yolol_tf.data.integrity import note_reading
 from yolol_tf.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-SHUFFLE_BYTES = 256 * 2**20  # memory the record shuffle buffer may hold
+SHUFFLE_BYTES = 256 * 2**20  # memory the record shuffle buffer of a streamed split may hold
+# A training split whose records take at most this is held in memory after its first epoch: 1 GiB, or
+# an eighth of the machine's memory where that is less. Later epochs then read and parse no file.
+CACHE_BYTES = min(2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
 
 __all__ = ["DatasetInfo", "augment_batch", "load", "read_info"]
-
-
-def _transforms(seed: tf.Tensor, batch: tf.Tensor, size: tf.Tensor, strength: float) -> tf.Tensor:
-    """Per-sample projective transforms (output pixel -> input pixel): flip, rotation, zoom, shift."""
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    flip = tf.where(tf.random.stateless_uniform([batch], seeds[0]) < 0.5, -1.0, 1.0)
-    angle = tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * (math.radians(15) * strength)
-    zoom = 1.0 + tf.random.stateless_uniform([batch], seeds[2], -1.0, 1.0) * (0.15 * strength)
-    shift = tf.random.stateless_uniform([batch, 2], seeds[3], -1.0, 1.0) * (0.1 * strength) * size
-    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
-    # input = A @ (p - c) + c - shift, with A = R(angle) @ diag(flip, 1) / zoom; c = image centre.
-    a0, a1, b0, b1 = cos * flip, -sin, sin * flip, cos
-    c = (size - 1.0) / 2.0
-    a2 = c - a0 * c - a1 * c - shift[:, 0]
-    b2 = c - b0 * c - b1 * c - shift[:, 1]
-    zeros = tf.zeros_like(a0)
-    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-
-
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
-    """Random flips, small rotation/zoom/shift and colour jitter on a batch of uint8 images.
-
-    Args:
-        images: uint8 [B, H, W, C] (C = 3, or 1 for grayscale: then no saturation jitter).
-        seed: int [2], the stateless random seed; the same seed gives the same output.
-        strength: in [0, 1]; scales every range (1: rotation 15 degrees, zoom 15%, shift 10%,
-            brightness 25%, contrast and saturation 40%). 0 returns ``images`` unchanged.
-
-    Returns:
-        uint8 images of the same shape.
-    """
-    if strength <= 0:
-        return images
-    strength = float(min(strength, 1.0))
-    seed = tf.cast(seed, tf.int64)
-    shape = tf.shape(images)
-    batch = shape[0]
-    channels = images.shape[-1]
-    geo_seed, b_seed, c_seed, s_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
-    x = tf.cast(images, tf.float32)
-    transforms = _transforms(geo_seed, batch, tf.cast(shape[1], tf.float32), strength)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT",
-    )  # fmt: skip
-    delta = tf.random.stateless_uniform([batch, 1, 1, 1], b_seed, -1.0, 1.0) * (0.25 * 255 * strength)
-    contrast = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], c_seed, -1.0, 1.0) * (0.4 * strength)
-    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - mean) * contrast + mean + delta
-    if channels == 3:
-        saturation = 1.0 + tf.random.stateless_uniform([batch, 1, 1, 1], s_seed, -1.0, 1.0) * (0.4 * strength)
-        grey = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-        x = (x - grey) * saturation + grey
-    x = tf.round(tf.clip_by_value(x, 0.0, 255.0))
-    return tf.ensure_shape(tf.cast(x, tf.uint8), images.shape)
-
-
-def augment_dataset(ds: tf.data.Dataset, strength: float, seed: int | None) -> tf.data.Dataset:
-    """Maps :func:`augment_batch` over a batched ``(images, labels)`` dataset, one seed per batch."""
-    if strength <= 0:
-        return ds
-    # A seeded stream of seeds: repeatable with `seed`, different every epoch (rerandomized).
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((ds, seeds)).map(
-        lambda batch, s: (augment_batch(batch[0], s, strength), batch[1]), num_parallel_calls=AUTOTUNE
-    )
 
 
 def _check_args(split: str, splits: dict, batch_size: int, augment: float, store: Path) -> None:
@@ -121,8 +60,9 @@ def load(
         store: the store folder written by :func:`yolol_tf.data.prepare`.
         split: "train", "val" or "test".
         batch_size: samples per batch.
-        training: shuffle shards and records (reshuffled every epoch) and apply ``augment``. When False
-            the order is that of ``index.csv``.
+        training: shuffle the records (reshuffled every epoch; all of them where the split fits
+            :data:`CACHE_BYTES` and is then held in memory, else shards and a bounded buffer) and apply
+            ``augment``. When False the order is that of ``index.csv``.
         augment: augmentation strength in [0, 1] (see :func:`augment_batch`); used only when training.
         mixup: probability that a training sample is mixed with another (:mod:`yolol_tf.data.mix`).
         cutmix: probability that a training sample gets a region of another pasted in; off, with a
@@ -152,13 +92,19 @@ def load(
     note_reading(store, meta["splits"][split]["shards"])
     files = [str(store / s) for s in meta["splits"][split]["shards"]]
     crops = int(meta["splits"][split]["crops"])
-    if training:
+    # pixels, labels, object geometry (float32 [max_objects, 5] and [4]) and the record's framing
+    record_bytes = size * size * 3 + num_classes + (max_objects * 20 + 16 if max_objects else 0) + 64
+    if training and crops * record_bytes <= CACHE_BYTES:
+        # Read once in index order, then a full shuffle of the whole split, different every epoch.
+        ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20).cache()
+        ds = ds.shuffle(crops, seed=seed, reshuffle_each_iteration=True)
+    elif training:
         ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
         ds = ds.interleave(
             tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=16,
             num_parallel_calls=AUTOTUNE, deterministic=seed is not None,
         )  # fmt: skip
-        buffer = min(crops, max(1024, SHUFFLE_BYTES // (size * size * 3 + num_classes)))
+        buffer = min(crops, max(1024, SHUFFLE_BYTES // record_bytes))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     else:
         # Sequential reads keep index.csv order; reading raw records is cheap, parsing runs in parallel.
