@@ -16,6 +16,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# No bfloat16 speed probe before each "auto" training on a CPU with bfloat16: float32, as on other machines.
+os.environ.setdefault("YOLOL_TF_BF16_PROBE", "off")
 # The demo dataset and default stores are cached per test process, never in the user's ~/.cache.
 if "YOLOL_TF_CACHE" not in os.environ:
     os.environ["YOLOL_TF_CACHE"] = tempfile.mkdtemp(prefix="yolol-tf-test-cache-")

@@ -1,7 +1,9 @@
 """Which device trains (NVIDIA GPU, Apple Metal or CPU) and the precision and XLA settings fastest on it.
 
 Defaults come from measurements, not hopes: on CPU, float32 without XLA (XLA's CPU code trained our
-models about 8x slower, and mixed_bfloat16 ran ResNet50 at 0.8x float32 even with AMX); on an NVIDIA GPU,
+models about 8x slower); mixed_bfloat16 on a CPU with bfloat16 instructions only where a short probe of the
+run's own model finds it faster (1.52x for ResNet50 on an AMD EPYC with AVX512-BF16, but 0.8x on a Xeon
+with AMX; see :mod:`yolol_tf.doctor.bf16`); on an NVIDIA GPU,
 mixed_float16 with XLA allowed; on Apple Metal, float32 and no XLA (the Metal plugin does not run XLA).
 ``--mixed-precision`` and ``--jit/--no-jit`` override them.
 """
@@ -46,16 +48,23 @@ class DeviceSetup:
         device: the detected device.
         policy: the Keras dtype policy ("float32", "mixed_float16" or "mixed_bfloat16").
         jit: whether to compile the train step with XLA.
+        bf16_speedup: on a CPU with bfloat16 instructions and precision "auto": how many times faster the
+            probe found mixed_bfloat16 than float32 (None: not probed).
     """
 
     device: Device
     policy: str
     jit: bool
+    bf16_speedup: float | None = None
 
     def describe(self) -> str:
         extra = f" (CPU features: {', '.join(self.device.cpu_features)})" if self.device.cpu_features else ""
+        probe = (
+            f" (bfloat16 probe: {self.bf16_speedup:.2f}x float32)" if self.bf16_speedup is not None else ""
+        )
         return (
-            f"Device: {self.device.name}{extra}; precision {self.policy}; XLA {'on' if self.jit else 'off'}"
+            f"Device: {self.device.name}{extra}; precision {self.policy}{probe}; "
+            f"XLA {'on' if self.jit else 'off'}"
         )
 
 
@@ -140,15 +149,39 @@ def check_devices_before_training() -> Any:
     return check()
 
 
-def setup(mixed_precision: str = "auto", jit: bool | None = None) -> DeviceSetup:
+def setup(
+    mixed_precision: str = "auto", jit: bool | None = None, workload: Any = None, probe: Any = None
+) -> DeviceSetup:
     """Detects the device, chooses its settings and applies the dtype policy globally.
 
     Args:
         mixed_precision: see :func:`choose`.
         jit: see :func:`choose`.
+        workload: the run's :class:`yolol_tf.doctor.bf16.Workload`: with "auto" on a CPU with bfloat16
+            instructions, mixed_bfloat16 is used where a probe of it (cached) finds it faster. None: no
+            probe (float32).
+        probe: measures a verdict when none is cached (default: a child process; tests inject one).
     """
     import keras
 
-    chosen = choose(detect_device(), mixed_precision, jit)
+    chosen = prefer_bf16(choose(detect_device(), mixed_precision, jit), mixed_precision, workload, probe)
     keras.mixed_precision.set_global_policy(chosen.policy)
     return chosen
+
+
+def prefer_bf16(chosen: DeviceSetup, mixed_precision: str, workload: Any, probe: Any = None) -> DeviceSetup:
+    """``chosen`` with mixed_bfloat16 where "auto" meets a CPU with bfloat16 that the probe finds faster.
+
+    An explicit ``mixed_precision`` ("off", "bfloat16", ...), a GPU, a CPU without bfloat16 instructions
+    or no ``workload`` keep ``chosen`` as it is, without a probe.
+    """
+    from dataclasses import replace
+
+    if mixed_precision != "auto" or chosen.device.kind != "cpu" or workload is None:
+        return chosen
+    from yolol_tf.doctor.bf16 import bf16_verdict
+
+    verdict = bf16_verdict(workload, cpu_name(), chosen.device.cpu_features, run_probe=probe)
+    if verdict is None:
+        return chosen
+    return replace(chosen, policy=verdict.policy, bf16_speedup=round(verdict.speedup, 3))

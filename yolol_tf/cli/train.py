@@ -70,6 +70,8 @@ def train_command(
         help="Fine-tune in two phases: this many epochs of the head alone, then the whole network at "
         "--lr x finetune_lr_scale (default: 2 with pretrained weights, else 0).",
     ),  # fmt: skip
+    warmup_epochs: float | None = options.WARMUP_EPOCHS,
+    ema_decay: float | None = options.EMA_DECAY,
     workers: str | None = typer.Option(
         None,
         "--workers",
@@ -89,7 +91,7 @@ def train_command(
         "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,
         "batch_size": batch_size, "size": size, "learning_rate": lr, "loss": loss, "augment": augment,
         "mixed_precision": mixed_precision, "jit": jit, "strategy": strategy, "steps_per_epoch": steps_per_epoch,
-        "head_epochs": head_epochs,
+        "head_epochs": head_epochs, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay,
         "mixup": mixup, "cutmix": cutmix,
     }  # fmt: skip
     train(

@@ -118,6 +118,8 @@ def tune_command(
     max_failures: int = typer.Option(
         3, "--max-failures", help="Stop after this many failed trials in a row."
     ),
+    warmup_epochs: float | None = options.WARMUP_EPOCHS,
+    ema_decay: float | None = options.EMA_DECAY,
     trials_per_process: int | None = typer.Option(
         None,
         "--trials-per-process",
@@ -131,6 +133,7 @@ def tune_command(
         epochs=epochs, objective=objective.value, space=space, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, out=out, overwrite=overwrite, train_best=train_best,
         train_epochs=train_epochs, chief=chief, worker=worker, worker_id=worker_id, seed=seed,
-        max_failures=max_failures, trials_per_process=trials_per_process,
+        max_failures=max_failures, trials_per_process=trials_per_process, warmup_epochs=warmup_epochs,
+        ema_decay=ema_decay,
     )  # fmt: skip
     tune(config)

@@ -67,6 +67,8 @@ class DoctorReport:
         defaults: what ``train`` uses here before the device check (device, precision, XLA).
         warnings: mismatches found (a plugin documented for another TensorFlow).
         check: the device comparison (None when it was not run).
+        bf16: the cached bfloat16 speed probes of this CPU (see :mod:`yolol_tf.doctor.bf16`): each
+            ``{"key": ..., "checked": ..., "verdict": ...}``.
     """
 
     versions: dict[str, str | None]
@@ -81,6 +83,7 @@ class DoctorReport:
     defaults: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     check: DeviceVerdict | None = None
+    bf16: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +180,11 @@ def format_report(report: DoctorReport, fmt: str = "text") -> str:
     lines.append(
         f"train's defaults    {d.get('device')}: precision {d.get('precision')}, XLA {'on' if d.get('xla') else 'off'}"
     )
+    if d.get("bf16_probe"):
+        lines.append(
+            "                    (mixed_bfloat16 instead where a probe of the model finds it faster)"
+        )
+    lines += bf16_lines(report.bf16, cpu.get("features", ()))
     verdict = report.check
     if verdict is not None:
         lines.append(
@@ -266,7 +274,33 @@ def _tensorflow_facts(tf: Any) -> dict[str, Any]:
     chosen = device.choose(device.detect_device())
     cpu = {"name": device.cpu_name(), "cores": os.cpu_count(), "features": list(device.cpu_features())}
     defaults = {"device": chosen.device.name, "precision": chosen.policy, "xla": chosen.jit}
-    return {"build": build, "devices": devices, "gpus": gpus, "cpu": cpu, "defaults": defaults}
+    from yolol_tf.doctor.bf16 import cached_verdicts, has_bf16
+
+    if chosen.device.kind == "cpu" and has_bf16(chosen.device.cpu_features):
+        defaults["bf16_probe"] = True  # "auto" probes mixed_bfloat16 on each model first
+    mine = [v for v in cached_verdicts() if v.get("key", {}).get("cpu") == cpu["name"]]
+    return {"build": build, "devices": devices, "gpus": gpus, "cpu": cpu, "defaults": defaults, "bf16": mine}
+
+
+def bf16_lines(verdicts: list[dict[str, Any]], features: Sequence[str]) -> list[str]:
+    """The doctor's lines on the cached bfloat16 speed probes of this CPU."""
+    from yolol_tf.doctor.bf16 import MARGIN, has_bf16
+
+    if not has_bf16(tuple(features)):
+        return []
+    if not verdicts:
+        return ["bfloat16 probes    none cached yet (the first `train` of each model and size runs one)"]
+    lines = [f"bfloat16 probes    mixed_bfloat16 step speed against float32; chosen from {MARGIN:g}x"]
+    for entry in verdicts:
+        key, verdict = entry.get("key", {}), entry.get("verdict", {})
+        shape = "x".join(str(n) for n in key.get("input_shape", []))
+        options = f" {key['options']}" if key.get("options") else ""
+        lines.append(
+            f"  {key.get('model')}{options} {shape} batch {key.get('batch_size')}: "
+            f"{verdict.get('speedup', 0):.2f}x -> {verdict.get('policy')} "
+            f"(TensorFlow {key.get('tensorflow')}, {entry.get('checked', '')})"
+        )
+    return lines
 
 
 def _keras_backend() -> str | None:

@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: exact validation mAP, the best and last checkpoints, metrics on logits.
+"""Keras callbacks of a training run: exact validation mAP, the best and last checkpoints, metrics on logits,
+and the swap of averaged weights (``ema_decay``) in for validation and checkpoints.
 
 Checkpoints are written through a temporary file and a rename, so a run killed while saving never leaves a
 half-written ``best.keras`` or ``last.keras``; they hold the model without optimizer or compile settings,
@@ -238,3 +239,60 @@ class HeadDone(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         save_model_atomic(self.model, self.path)
+
+
+class EMAWeights(keras.callbacks.Callback):
+    """Puts the optimizer's moving average of the weights (``use_ema``) into the model for validation and for
+    the callbacks of an epoch's end, and the raw weights back before the backup and the next steps.
+
+    Place it before :class:`MAPCallback` and its :attr:`swap_back` just before ``BackupAndRestore``:
+    val_loss, val_map, best.keras and last.keras then come from the average, training goes on from the raw
+    weights, and the backup holds the raw weights in the model and the average in the optimizer, as they
+    are between steps, so a resumed run continues exactly. (``keras.callbacks.SwapEMAWeights`` with
+    ``swap_on_epoch`` swaps back only when the next epoch begins: its backup would hold them exchanged, and
+    a resumed run, whose fresh callback does not know that, would train on the average.) At the end of
+    ``fit`` Keras itself copies the average into the model (``finalize_variable_values``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.averaged = False
+        self.swap_back = _SwapBack(self)
+
+    def put(self, averaged: bool) -> None:
+        """Puts the average (True) or the raw weights (False) into the model."""
+        if averaged == self.averaged:
+            return
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's own
+        # The same pairing keras.callbacks.SwapEMAWeights uses: each trained variable and its average.
+        for variable, average in zip(
+            optimizer._trainable_variables, optimizer._model_variables_moving_average, strict=True
+        ):
+            raw = ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(raw)
+        self.averaged = averaged
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.put(False)
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self.put(True)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.put(False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.put(True)
+
+
+class _SwapBack(keras.callbacks.Callback):
+    """The raw weights back into the model at the end of an epoch (see :class:`EMAWeights`)."""
+
+    def __init__(self, owner: EMAWeights):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.owner.put(False)

@@ -1,4 +1,4 @@
-"""Compiling a model for training: optimizer, learning-rate schedule, loss and training metrics.
+"""Compiling a model for training: optimizer (with weight averaging), learning-rate schedule, loss and metrics.
 
 ``compile_model`` is shared by ``train`` and every tuner trial, so a search measures exactly what a
 training run would.
@@ -16,6 +16,7 @@ from yolol_tf.training.callbacks import LogitF1Score
 from yolol_tf.training.config import TrainConfig, effective_loss
 from yolol_tf.training.config import steps_per_epoch as steps_for
 from yolol_tf.training.losses import get_loss
+from yolol_tf.training.schedules import learning_rate
 
 
 def compile_model(
@@ -34,8 +35,8 @@ def compile_model(
         config: the run's settings.
         info: the dataset's ``DatasetInfo`` (classes, single-label, samples per split).
         class_freq: per-class positive frequency in the training split (needed by "weighted_bce").
-        steps_per_epoch: steps per epoch, for the cosine schedule's length; default one pass over the
-            training split.
+        steps_per_epoch: steps per epoch, for the schedule's length and warmup (see
+            :mod:`yolol_tf.training.schedules`); default one pass over the training split.
         jit_compile: XLA on/off; None = ``config.jit``, else the device's default (see
             :mod:`yolol_tf.device`; never Keras' "auto", which picks XLA on CPU, where it is slower).
 
@@ -54,9 +55,9 @@ def compile_model(
         )
     if steps_per_epoch is None:
         steps_per_epoch = steps_for(config, info)
-    lr: Any = config.learning_rate
-    if config.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * steps_per_epoch))
+    lr = learning_rate(
+        config.schedule, config.learning_rate, config.epochs, steps_per_epoch, config.warmup_epochs
+    )
     optimizer = _optimizer(config, lr)
 
     if info.single_label:
@@ -83,14 +84,19 @@ def compile_model(
 
 
 def _optimizer(config: TrainConfig, lr: Any) -> Any:
+    # With ema_decay the optimizer also keeps the moving average of the weights that validation and the
+    # checkpoints use (see yolol_tf.training.callbacks.EMAWeights).
+    ema = dict(use_ema=config.ema_decay > 0, ema_momentum=config.ema_decay or 0.99)
     if config.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+        opt = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
     elif config.optimizer == "adam":
-        opt = keras.optimizers.Adam(lr)
+        opt = keras.optimizers.Adam(lr, **ema)
     elif config.optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None)
+        opt = keras.optimizers.SGD(
+            lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay or None, **ema
+        )
     else:
-        opt = keras.optimizers.RMSprop(lr)
+        opt = keras.optimizers.RMSprop(lr, **ema)
     if config.optimizer in ("adamw", "sgd") and config.weight_decay:
         # Decaying biases and normalisation scales/offsets only hurts; decay the kernels.
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])

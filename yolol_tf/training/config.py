@@ -72,6 +72,14 @@ class TrainConfig(DataSettings):
             ``learning_rate * finetune_lr_scale`` for the remaining epochs. None: ``DEFAULT_HEAD_EPOCHS``
             when ``model_options`` names pretrained ``weights``, else 0 (one phase).
         finetune_lr_scale: the second phase's peak learning rate, as a fraction of ``learning_rate``.
+        warmup_epochs: epochs (fractions allowed) over which the learning rate rises linearly from 0 to its
+            peak, before the cosine decay (or the constant rate of schedule "none"). In two-phase fine-tuning
+            it applies to the whole-network phase only: that phase starts a fresh optimizer on a pretrained
+            backbone, where the first full-size steps do the harm; the short head phase trains a new head
+            at full rate. Not with schedule "plateau" (its rate is a variable the warmup cannot own).
+        ema_decay: weight averaging: the optimizer keeps an exponential moving average of the weights with
+            this momentum (0 = off; 0.999 averages roughly the last 1000 steps). Training goes on with the
+            raw weights; validation (val_loss, val_map), best.keras and last.keras use the average.
     """
 
     model: str = field(default_factory=_default_model)
@@ -102,6 +110,8 @@ class TrainConfig(DataSettings):
     steps_per_epoch: int | None = None
     head_epochs: int | None = None
     finetune_lr_scale: float = 0.1
+    warmup_epochs: float = 0.0
+    ema_decay: float = 0.0
 
 
 DEFAULT_HEAD_EPOCHS = 2
@@ -196,6 +206,21 @@ def validate(config: TrainConfig) -> None:
     need(
         0 < config.finetune_lr_scale <= 1,
         f"finetune_lr_scale must be in (0, 1]. Received: finetune_lr_scale={config.finetune_lr_scale}",
+    )
+    whole = config.epochs - head_epochs(config)  # the warmup belongs to the whole-network phase
+    need(
+        0 <= config.warmup_epochs < whole,
+        f"warmup_epochs must be >= 0 and less than the epochs that train the whole network ({whole}). "
+        f"Received: warmup_epochs={config.warmup_epochs}",
+    )
+    need(
+        not (config.warmup_epochs and config.schedule == "plateau"),
+        f"warmup_epochs needs schedule cosine or none: plateau halves a fixed rate that a warmup cannot "
+        f"also set. Received: warmup_epochs={config.warmup_epochs}, schedule={config.schedule!r}",
+    )
+    need(
+        0 <= config.ema_decay < 1,
+        f"ema_decay must be in [0, 1) (0 = no weight averaging). Received: ema_decay={config.ema_decay}",
     )
 
 

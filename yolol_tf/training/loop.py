@@ -87,14 +87,20 @@ def train(
             runs.check_run_dir(run_dir, resume=resume)
         stack.callback(keras.mixed_precision.set_global_policy, previous_policy)
         keras.utils.set_random_seed(config.seed)
-        setup = device.setup(config.mixed_precision, config.jit)
-        print(setup.describe(), file=sys.stderr)
         source = open_data(config)
         info = source.info
         if "val" not in source.splits or not info.counts.get("val"):
             raise UserError(
                 f"{info.source}: no validation split; training needs one to select the best epoch"
             )
+        if custom_loop and config.ema_decay:
+            raise UserError(
+                f"ema_decay is not supported with strategy {config.strategy!r} (the multi-worker loop "
+                f"has no weight averaging). Received: ema_decay={config.ema_decay}; use 0 there"
+            )
+        # After the data: with "auto" on a CPU with bfloat16, the precision is probed on this very model.
+        setup = device.setup(config.mixed_precision, config.jit, workload=_workload(config, info))
+        print(setup.describe(), file=sys.stderr)
         # Recorded as the data has it, so config.yaml (resume, evaluate) says what the model takes.
         config = for_data(config, info)
         if chief:
@@ -105,6 +111,15 @@ def train(
             config_lib.write_yaml(run_dir / runs.CONFIG_FILE, config)
         run = _Run(config, source, run_dir, setup, strategy, custom_loop, chief)
         return _fit(run, resume, callbacks or [], verbose)
+
+
+def _workload(config: TrainConfig, info: Any) -> Any:
+    """What the bfloat16 speed probe of :mod:`yolol_tf.doctor.bf16` times: this run's model and batch."""
+    from yolol_tf.doctor.bf16 import Workload
+
+    return Workload(
+        config.model, dict(config.model_options), tuple(info.image_shape), info.num_classes, config.batch_size
+    )
 
 
 def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:
@@ -278,8 +293,13 @@ def _fit_phase(
             f"learning rate {phase.learning_rate:g}",
             file=sys.stderr,
         )
+    # Each phase has its own schedule over its own epochs; the warmup is the whole network's (see
+    # TrainConfig.warmup_epochs).
     phase_config = dataclasses.replace(
-        config, epochs=phase.end - phase.first, learning_rate=phase.learning_rate
+        config,
+        epochs=phase.end - phase.first,
+        learning_rate=phase.learning_rate,
+        warmup_epochs=config.warmup_epochs if phase.backbone else 0.0,
     )
     with run.strategy.scope():
         compile_model(model, phase_config, info, class_freq, steps_per_epoch=steps, jit_compile=run.setup.jit)
@@ -302,6 +322,7 @@ def _callbacks(
 
     from yolol_tf.training.callbacks import (
         BestCheckpoint,
+        EMAWeights,
         FitDone,
         HeadDone,
         LastCheckpoint,
@@ -316,8 +337,10 @@ def _callbacks(
     if resume and best_value is None:  # a run folder from before best.json
         best_value, best_epoch = runs.best_so_far(history_csv, config.monitor)
     mode = monitor_mode(config.monitor)
+    # With ema_decay, the averaged weights go in before MAPCallback and come out just before the backup.
+    ema = EMAWeights() if config.ema_decay else None
     # MAPCallback first, so every later callback (the caller's too) sees val_map in the logs.
-    cbs: list = [MAPCallback(val_ds, activation), *extra]
+    cbs: list = [*([ema] if ema else []), MAPCallback(val_ds, activation), *extra]
     cbs += [
         BestCheckpoint(run_dir / runs.BEST_MODEL, config.monitor, best_value, best_epoch),
         LastCheckpoint(run_dir / runs.LAST_MODEL),
@@ -340,6 +363,7 @@ def _callbacks(
         keras.callbacks.CSVLogger(str(history_csv), append=resume),
         # on_train_end before the backup's own: every epoch is trained, or the head phase is.
         FitDone(run_dir / runs.FIT_DONE) if phase.last else HeadDone(run_dir / runs.HEAD_MODEL),
+        *([ema.swap_back] if ema else []),  # the backup holds the raw weights, as training goes on from them
         # Last, so a kill never leaves a backup of an epoch whose other records are missing. It is kept
         # at the end of training and removed by runs.finish once metrics.json marks the run finished.
         keras.callbacks.BackupAndRestore(str(phase.backup), double_checkpoint=True, delete_checkpoint=False),

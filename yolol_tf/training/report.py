@@ -83,6 +83,8 @@ def write_report(
         "best_value": best[0],
         "train_seconds": round(seconds, 1),
         "device": setup.describe(),
+        "precision": setup.policy,
+        "bf16_speedup": getattr(setup, "bf16_speedup", None),
         **results,
     }
     config_lib.atomic_write_text(

@@ -47,6 +47,8 @@ class TuneConfig(DataSettings):
             (needs ``data``, not an open ``source``). TensorFlow keeps some memory of every model a
             process trained, even after ``clear_session`` (tensorflow#61791); a new process starts clean.
         verbose: Keras fit verbosity.
+        warmup_epochs: every trial's (and best.yaml's) ``warmup_epochs``; None: ``TrainConfig``'s default.
+        ema_decay: every trial's (and best.yaml's) ``ema_decay``; None: ``TrainConfig``'s default.
     """
 
     model: str = QUICK_MODEL
@@ -69,6 +71,8 @@ class TuneConfig(DataSettings):
     retries: int = 0
     trials_per_process: int | None = None
     verbose: int = 2
+    warmup_epochs: float | None = None
+    ema_decay: float | None = None
 
 
 def validate(config: TuneConfig) -> None:
@@ -94,6 +98,15 @@ def validate(config: TuneConfig) -> None:
         not (config.worker and config.overwrite),
         "--overwrite is for the chief only: a worker would delete the shared search",
     )
+    need(
+        config.warmup_epochs is None or 0 <= config.warmup_epochs < config.epochs,
+        f"--warmup-epochs must be >= 0 and less than --epochs ({config.epochs}). "
+        f"Received: warmup_epochs={config.warmup_epochs}",
+    )
+    need(
+        config.ema_decay is None or 0 <= config.ema_decay < 1,
+        f"--ema-decay must be in [0, 1) (0 = no weight averaging). Received: ema_decay={config.ema_decay}",
+    )
     config.check()
 
 
@@ -108,6 +121,12 @@ def data_values(config: TuneConfig) -> dict[str, Any]:
         for field in dataclasses.fields(DataSettings)
         if getattr(config, field.name) != field.default
     }
+
+
+def recipe_values(config: TuneConfig) -> dict[str, Any]:
+    """The training recipe settings fixed for every trial (``warmup_epochs``, ``ema_decay``), where given."""
+    names = ("warmup_epochs", "ema_decay")
+    return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
 
 
 def search_dir(config: TuneConfig, role: str) -> Path:

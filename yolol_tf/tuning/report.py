@@ -16,7 +16,7 @@ import yaml
 
 from yolol_tf import config as config_lib
 from yolol_tf.models.spec import Param
-from yolol_tf.tuning.config import data_values
+from yolol_tf.tuning.config import data_values, recipe_values
 from yolol_tf.tuning.space import train_values
 
 # trials.csv column order after the hyperparameters; "epochs" is the number of epochs the trial ran.
@@ -124,7 +124,7 @@ def best_config(oracle: Any, config: Any) -> tuple[dict[str, Any], Any] | None:
         return None
     trial = max(completed, key=lambda t: -math.inf if math.isnan(t.score) else t.score)
     values = train_values(config.model, trial.hyperparameters.values)
-    return {**values, **data_values(config), "monitor": config.objective}, trial
+    return {**values, **data_values(config), **recipe_values(config), "monitor": config.objective}, trial
 
 
 def write_results(oracle: Any, out: Path, config: Any, space: tuple[Param, ...]) -> dict[str, Any] | None:

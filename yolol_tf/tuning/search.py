@@ -38,7 +38,7 @@ from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.training.config import steps_per_epoch
 from yolol_tf.tuning.cluster import consecutive_failures, environment, reach_chief, role_of, serve
-from yolol_tf.tuning.config import TuneConfig, data_values, search_dir, validate
+from yolol_tf.tuning.config import TuneConfig, data_values, recipe_values, search_dir, validate
 from yolol_tf.tuning.processes import child_main, in_child, run_in_processes
 from yolol_tf.tuning.report import write_results
 from yolol_tf.tuning.space import Param, load_space, space_to_dict, train_values
@@ -101,6 +101,7 @@ class SearchHyperModel(kt.HyperModel):
         train_config = TrainConfig(
             **values,
             **data_values(c),
+            **recipe_values(c),
             epochs=c.epochs,
             seed=c.seed,
             steps_per_epoch=c.steps_per_epoch,
@@ -139,7 +140,7 @@ class SearchHyperModel(kt.HyperModel):
         **kwargs: Any,
     ) -> dict[str, float]:
         """Fits one trial; returns its figures at the best epoch and how many epochs ran."""
-        from yolol_tf.training.callbacks import MAPCallback
+        from yolol_tf.training.callbacks import EMAWeights, MAPCallback
 
         config = self.train_config(hp)
         objective = self.config.objective
@@ -148,13 +149,20 @@ class SearchHyperModel(kt.HyperModel):
         )
         val_ds = self.source.dataset("val", config.batch_size)
         activation = "softmax" if config.loss == "cce" else "sigmoid"
-        # MAPCallback first: keras-tuner's checkpoint callback must see val_map in the logs.
+        # MAPCallback first: keras-tuner's checkpoint callback must see val_map in the logs. With ema_decay
+        # the averaged weights are validated and checkpointed, as in a training run.
+        ema = [EMAWeights()] if config.ema_decay else []
         history = model.fit(
             train_ds,
             epochs=epochs or config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch(config, self.source.info),
-            callbacks=[MAPCallback(val_ds, activation), *(callbacks or [])],
+            callbacks=[
+                *ema,
+                MAPCallback(val_ds, activation),
+                *(callbacks or []),
+                *(e.swap_back for e in ema),
+            ],
             # Keras' own validation pass is only needed for its F1 metric; mAP comes from MAPCallback.
             validation_data=val_ds if objective != "val_map" else None,
             verbose=verbose,
@@ -224,6 +232,7 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
         "objective": config.objective,
         "epochs": config.epochs,
         **data_values(config),
+        **recipe_values(config),
         "space": space_to_dict(space),
     }
     if role != "worker":
