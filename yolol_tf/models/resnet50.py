@@ -118,8 +118,9 @@ def build_resnet50(
             ``norm``), whose layers are matched by name and those of another shape (a head for other
             classes) skipped. ImageNet weights bring their preprocessing into the model (see
             :func:`input_scaling`); a ``.keras`` file brings its own.
-        freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode) to train the
-            head first.
+        freeze_backbone: make the backbone non-trainable (its BN then runs in inference mode); in training,
+            it stays frozen for the whole run (linear probing, one phase; see
+            :mod:`yolol_tf.models.finetune`).
         synchronized_bn: aggregate BN moments across replicas under a distribution strategy.
         name: the model's name.
 

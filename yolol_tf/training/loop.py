@@ -28,6 +28,7 @@ from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
+from yolol_tf.models.finetune import check_head_epochs, frozen_throughout
 from yolol_tf.training.config import (
     TrainConfig,
     activation_of,
@@ -61,6 +62,7 @@ def train(
         task_index: this process's position in ``workers``.
     """
     validate(config)  # first: a bad setting is named at once, before TensorFlow loads
+    check_head_epochs(config.model_options, config.head_epochs)
     import keras
 
     from yolol_tf import device
@@ -194,8 +196,11 @@ class _Phase:
 
 
 def _phases(config: TrainConfig, run_dir: Path) -> list[_Phase]:
-    """One phase, or the head alone then the whole network (see ``TrainConfig.head_epochs``)."""
-    head = head_epochs(config)
+    """One phase, or the head alone then the whole network (see ``TrainConfig.head_epochs``).
+
+    ``freeze_backbone: true`` is one phase with the backbone frozen as built (linear probing).
+    """
+    head = 0 if frozen_throughout(config.model_options) else head_epochs(config)
     backup = run_dir / runs.BACKUP_DIR
     if not head:
         return [_Phase(0, config.epochs, True, config.learning_rate, backup, True)]

@@ -61,7 +61,12 @@ def probability_model(model: keras.Model, activation: str) -> keras.Model:
     if activation not in ("sigmoid", "softmax"):
         raise UserError(f"activation must be 'sigmoid' or 'softmax'. Received: activation={activation!r}")
     pixels = keras.Input(input_shape(model), dtype="float32", name=ONNX_INPUT)
-    probabilities = keras.layers.Activation(activation, dtype="float32", name=ONNX_OUTPUT)(model(pixels))
+    logits = model(pixels)
+    if isinstance(logits, (list, tuple)):
+        # A run's best.keras is saved with outputs=[logits] (a one-element list): the activation would
+        # stack the list into [1, batch, classes].
+        (logits,) = logits
+    probabilities = keras.layers.Activation(activation, dtype="float32", name=ONNX_OUTPUT)(logits)
     return keras.Model(pixels, probabilities, name=f"{model.name}_probabilities")
 
 
