@@ -75,9 +75,14 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T
     return cls(**kwargs)
 
 
-def resolve(cls: type[T], config_path: str | os.PathLike | None, overrides: dict[str, Any]) -> T:
-    """Defaults, then the YAML file (if any), then non-None CLI overrides, in that order."""
-    values: dict[str, Any] = {}
+def resolve(
+    cls: type[T],
+    config_path: str | os.PathLike | None,
+    overrides: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+) -> T:
+    """The class's defaults, then ``defaults``, then the YAML file (if any), then non-None CLI overrides."""
+    values: dict[str, Any] = dict(defaults or {})
     if config_path is not None:
         values.update(read_yaml(config_path))
         from_dict(cls, values, source=str(config_path))  # name a bad key before flags mask it

