@@ -111,8 +111,9 @@ def colour(images: tf.Tensor, matrix: tf.Tensor, offset: tf.Tensor) -> tf.Tensor
 def _draws(seed: tf.Tensor, batch: tf.Tensor, strength: float) -> dict[str, tf.Tensor]:
     """Each op's signed amount per sample, [B]; 0 where the op was not drawn. Also "flip", bool [B]."""
     flip_seed, pick_seed, amount_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
-    picks = tf.random.stateless_uniform([batch, NUM_OPS], pick_seed, 0, len(OPS), dtype=tf.int32)
-    drawn = tf.reduce_any(picks[:, :, None] == tf.range(len(OPS))[None, None, :], axis=1)  # [B, K]
+    # NUM_OPS different ops per sample: those whose random keys rank lowest.
+    keys = tf.random.stateless_uniform([batch, len(OPS)], pick_seed)
+    drawn = tf.argsort(tf.argsort(keys, axis=1), axis=1) < NUM_OPS  # [B, K]
     amounts = tf.random.stateless_uniform([batch, len(OPS)], amount_seed) * strength
     signs = tf.where(tf.random.stateless_uniform([batch, len(OPS)], sign_seed) < 0.5, -1.0, 1.0)
     scale = tf.constant([MAGNITUDE[op] * (1.0 if op in SIGNED else 0.0) for op in OPS])

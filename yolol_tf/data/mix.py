@@ -25,9 +25,9 @@ YOLO detectors mix (Ultralytics); label = union (elementwise max) of both labels
 and in place, so both are in view: a ``lam``-weighted label would call a plainly visible object half
 absent. ``lam`` is kept near 0.5 so that neither picture fades to a ghost that the label still claims.
 
-Each sample is mixed with probability ``cutmix`` (then ``mixup``, on the result): the share of mixed
-samples is the same in every batch, whatever its size. A partner is another sample of the batch (a random
-cyclic permutation: never itself). Everything is a pure function of the batch and an explicit seed
+Each sample is mixed with probability ``cutmix`` (then ``mixup``, on the result), independently of the
+others, so the share of mixed samples does not depend on the batch size. A partner is another sample of
+the batch (a random cyclic permutation: never itself). Everything is a pure function of the batch and an explicit seed
 (``tf.random.stateless_*``), so it is the same eagerly and inside ``Dataset.map`` (tested).
 """
 
@@ -46,6 +46,7 @@ GEOMETRY_FEATURES = {
 MIXUP_ALPHA = 32.0  # Beta(32, 32): lam is 0.5 +- 0.06
 MIXUP_SHARE = 0.3  # the least share of either picture in a MixUp
 _TOLERANCE = 1e-6  # float32 slack on min_visible
+_WARNED: set[str] = set()  # sources already warned about
 _SALT = 0x6D6978  # folded into the batch seed: draws independent of augment_batch's with the same seed
 
 
@@ -59,6 +60,9 @@ def check(mixup: float, cutmix: float) -> None:
 def usable_cutmix(cutmix: float, has_geometry: bool, source: str) -> float:
     """``cutmix``, or 0 with a warning on stderr when the data records no object geometry."""
     if cutmix > 0 and not has_geometry:
+        if source in _WARNED:  # once per source and process (a search opens the data every trial)
+            return 0.0
+        _WARNED.add(source)
         print(
             f"warning: CutMix is off: {source} records no object geometry, so a pasted region's labels "
             f"cannot be known. For a YOLO dataset, run `yolol-tf prepare` again (store version 3 or later).",

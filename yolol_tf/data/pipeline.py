@@ -25,7 +25,16 @@ AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BYTES = 256 * 2**20  # memory the record shuffle buffer of a streamed split may hold
 # A training split whose records take at most this is held in memory after its first epoch: 1 GiB, or
 # an eighth of the machine's memory where that is less. Later epochs then read and parse no file.
-CACHE_BYTES = min(2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
+
+
+def _cache_budget() -> int:
+    try:
+        return min(2**30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return 2**30
+
+
+CACHE_BYTES = _cache_budget()
 
 __all__ = ["DatasetInfo", "augment_batch", "load", "read_info"]
 

@@ -131,10 +131,10 @@ def read_cached(path: Path, key: dict[str, Any]) -> Bf16Verdict | None:
     """The verdict cached at ``path`` for exactly ``key``, or None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("key") != key:
+        if not isinstance(data, dict) or data.get("key") != key:
             return None
         return replace(Bf16Verdict.from_dict(data["verdict"]), cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

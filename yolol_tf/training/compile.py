@@ -6,6 +6,7 @@ training run would.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def compile_model(
         config.schedule, config.learning_rate, config.epochs, steps_per_epoch, config.warmup_epochs
     )
     optimizer = _optimizer(config, lr)
+    _check_ema_horizon(config.ema_decay, config.epochs * steps_per_epoch)
 
     if info.single_label:
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -81,6 +83,22 @@ def compile_model(
     )
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return model
+
+
+def _check_ema_horizon(decay: float, steps: int) -> None:
+    """Warns when the weight average would still lean on the first, untrained weights at the end.
+
+    Keras' average starts at the first step's weights with a fixed decay (no ramp), so after ``steps`` steps
+    ``decay ** steps`` of it is still those weights; over 5% (``steps`` under ~3 averaging horizons
+    ``1 / (1 - decay)``) validation and the checkpoints judge a blurred early model.
+    """
+    if decay > 0 and decay**steps > 0.05:
+        print(
+            f"warning: ema_decay {decay} averages over ~{1 / (1 - decay):.0f} steps, but this run has {steps}: "
+            f"{decay**steps:.0%} of the average is still the untrained start. Use a smaller ema_decay "
+            f"(e.g. {max(0.9, 1 - 3 / max(steps, 1)):.3f} or less) or more epochs",
+            file=sys.stderr,
+        )
 
 
 def _optimizer(config: TrainConfig, lr: Any) -> Any:

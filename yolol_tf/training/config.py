@@ -122,14 +122,14 @@ DEFAULT_HEAD_EPOCHS = 2
 
 
 def head_epochs(config: TrainConfig) -> int:
-    """Epochs of the head-only phase: ``config.head_epochs``, else 2 with pretrained weights, else 0."""
+    """Epochs of the head-only phase: ``config.head_epochs``, else 2 with pretrained weights, else 0; 0 too
+    when ``freeze_backbone`` keeps the backbone frozen throughout (one phase: linear probing)."""
     if config.head_epochs is not None:
         return config.head_epochs
-    return (
-        DEFAULT_HEAD_EPOCHS
-        if config.model_options.get("weights") and config.epochs > DEFAULT_HEAD_EPOCHS
-        else 0
-    )
+    options = config.model_options if isinstance(config.model_options, dict) else {}
+    if options.get("freeze_backbone"):
+        return 0
+    return DEFAULT_HEAD_EPOCHS if options.get("weights") and config.epochs > DEFAULT_HEAD_EPOCHS else 0
 
 
 def load_config(
@@ -164,6 +164,8 @@ def with_model_options(config: TrainConfig, **options: Any) -> TrainConfig:
     """``config`` with ``options`` merged into its ``model_options`` (None values ignored), e.g. ``weights``
     from the command line beside a YAML's other model options."""
     given = {k: v for k, v in options.items() if v is not None}
+    if given and not isinstance(config.model_options, dict):
+        raise UserError(f"model_options must be a mapping. Received: {config.model_options!r}")
     return dataclasses.replace(config, model_options={**config.model_options, **given}) if given else config
 
 

@@ -100,8 +100,17 @@ def train(
                 f"ema_decay is not supported with strategy {config.strategy!r} (the multi-worker loop "
                 f"has no weight averaging). Received: ema_decay={config.ema_decay}; use 0 there"
             )
-        # After the data: with "auto" on a CPU with bfloat16, the precision is probed on this very model.
-        setup = device.setup(config.mixed_precision, config.jit, workload=_workload(config, info))
+        if config.mixup or config.cutmix:
+            loss = for_data(config, info).loss
+            if loss == "cce":
+                raise UserError(
+                    f"mixup and cutmix give samples two classes or none, which the single-label loss 'cce' "
+                    f"cannot take. Received: mixup={config.mixup}, cutmix={config.cutmix} with loss {loss}"
+                )
+        # After the data: with "auto" on a CPU with bfloat16, the precision is probed on this very model
+        # (not on a cluster: every worker must train at one precision, whatever its own timing says).
+        workload = None if cluster else _workload(config, info)
+        setup = device.setup(config.mixed_precision, config.jit, workload=workload)
         print(setup.describe(), file=sys.stderr)
         # Recorded as the data has it, so config.yaml (resume, evaluate) says what the model takes.
         config = for_data(config, info)
@@ -119,9 +128,9 @@ def _workload(config: TrainConfig, info: Any) -> Any:
     """What the bfloat16 speed probe of :mod:`yolol_tf.doctor.bf16` times: this run's model and batch."""
     from yolol_tf.doctor.bf16 import Workload
 
-    return Workload(
-        config.model, dict(config.model_options), tuple(info.image_shape), info.num_classes, config.batch_size
-    )
+    # Weights change no step time: leaving them out keeps the probe offline and one verdict per network.
+    options = {k: v for k, v in config.model_options.items() if k != "weights"}
+    return Workload(config.model, options, tuple(info.image_shape), info.num_classes, config.batch_size)
 
 
 def should_resume(run_dir: Path, resume: bool, strategy: Any) -> bool:
