@@ -137,6 +137,8 @@ SPEC = ModelSpec(
     learning_rates=(1e-4, 1e-2),
     batch_sizes=(32, 64, 128),
     summary="a residual CNN: conv stem, stages of residual blocks, global pooling, dropout",
-    # Measured on real photographs (README, "Training recipe"): still improving at 10 epochs.
-    train_defaults={"epochs": 20},
+    # Measured on real photographs (README, "Training recipe"): test mAP 0.72 at 10 epochs, 0.76-0.78 at 20;
+    # label smoothing 0.1 helped in each of three comparisons (+0.003 to +0.035). 18 epochs keep the whole
+    # run within 1.5x the time of the former 10 where bfloat16 pays (1.26x here).
+    train_defaults={"epochs": 18, "label_smoothing": 0.1},
 )

@@ -216,4 +216,7 @@ SPEC = ModelSpec(
     learning_rates=(1e-4, 1e-2),
     batch_sizes=(32, 64, 128),
     summary="EfficientNet-Lite0, the mobile EfficientNet (ReLU6, no SE), with ImageNet weights on request",
+    # Measured fine-tuning from ImageNet on real photographs (README): 3e-3 for the head, then 3e-4 for the
+    # whole network; test mAP rose from 0.866 at 8 epochs to 0.887 at 12 and 16.
+    train_defaults={"epochs": 16, "learning_rate": 3e-3},
 )
