@@ -101,9 +101,9 @@ def load(
     note_reading(store, meta["splits"][split]["shards"])
     files = [str(store / s) for s in meta["splits"][split]["shards"]]
     crops = int(meta["splits"][split]["crops"])
-    # pixels, labels, object geometry (float32 [max_objects, 5] and [4]) and the record's framing
-    record_bytes = size * size * 3 + num_classes + (max_objects * 20 + 16 if max_objects else 0) + 64
-    if training and crops * record_bytes <= CACHE_BYTES:
+    split_bytes = sum(os.path.getsize(f) for f in files)  # what the records take, framing and all
+    record_bytes = max(1, split_bytes // crops)
+    if training and split_bytes <= CACHE_BYTES:
         # Read once in index order, then a full shuffle of the whole split, different every epoch.
         ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20).cache()
         ds = ds.shuffle(crops, seed=seed, reshuffle_each_iteration=True)

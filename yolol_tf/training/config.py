@@ -126,8 +126,10 @@ def head_epochs(config: TrainConfig) -> int:
     when ``freeze_backbone`` keeps the backbone frozen throughout (one phase: linear probing)."""
     if config.head_epochs is not None:
         return config.head_epochs
+    from yolol_tf.models.finetune import frozen_throughout
+
     options = config.model_options if isinstance(config.model_options, dict) else {}
-    if options.get("freeze_backbone"):
+    if frozen_throughout(options):
         return 0
     return DEFAULT_HEAD_EPOCHS if options.get("weights") and config.epochs > DEFAULT_HEAD_EPOCHS else 0
 
@@ -164,8 +166,8 @@ def with_model_options(config: TrainConfig, **options: Any) -> TrainConfig:
     """``config`` with ``options`` merged into its ``model_options`` (None values ignored), e.g. ``weights``
     from the command line beside a YAML's other model options."""
     given = {k: v for k, v in options.items() if v is not None}
-    if given and not isinstance(config.model_options, dict):
-        raise UserError(f"model_options must be a mapping. Received: {config.model_options!r}")
+    if not isinstance(config.model_options, dict):
+        return config  # validate() names it
     return dataclasses.replace(config, model_options={**config.model_options, **given}) if given else config
 
 

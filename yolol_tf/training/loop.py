@@ -28,10 +28,11 @@ from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
-from yolol_tf.models.finetune import check_head_epochs, frozen_throughout
+from yolol_tf.models.finetune import check_head_epochs
 from yolol_tf.training.config import (
     TrainConfig,
     activation_of,
+    effective_loss,
     for_data,
     head_epochs,
     steps_per_epoch,
@@ -101,7 +102,7 @@ def train(
                 f"has no weight averaging). Received: ema_decay={config.ema_decay}; use 0 there"
             )
         if config.mixup or config.cutmix:
-            loss = for_data(config, info).loss
+            loss = effective_loss(config, info)
             if loss == "cce":
                 raise UserError(
                     f"mixup and cutmix give samples two classes or none, which the single-label loss 'cce' "
@@ -209,7 +210,7 @@ def _phases(config: TrainConfig, run_dir: Path) -> list[_Phase]:
 
     ``freeze_backbone: true`` is one phase with the backbone frozen as built (linear probing).
     """
-    head = 0 if frozen_throughout(config.model_options) else head_epochs(config)
+    head = head_epochs(config)
     backup = run_dir / runs.BACKUP_DIR
     if not head:
         return [_Phase(0, config.epochs, True, config.learning_rate, backup, True)]
