@@ -118,9 +118,17 @@ def _datasets(source, batch: int, augment: float) -> dict:
             "before": legacy.prefetch(-1)}  # fmt: skip
 
 
-def throughput(model_name: str, steps: int, augment: float) -> dict:
-    """Step time fed from each store pipeline and from a cached batch, and the stall shares."""
+def throughput(model_name: str, seconds: float, augment: float, rounds: int = 5) -> dict:
+    """Step time fed from each store pipeline and from a cached batch, and the stall shares.
+
+    The feeds take turns, ``rounds`` times, the cached batch first and last in each round; each run is one
+    epoch of about ``seconds`` (its steps set from a first cached run). A run's step time is the median
+    of its step intervals after the first few (buffers filling), robust to a moment's interruption by
+    another process; a feed's stall in a round is against that round's cached step, and the figure
+    reported is the median over rounds, so that the machine's drift over minutes cancels.
+    """
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from yolol_tf.data import open_data
@@ -132,25 +140,40 @@ def throughput(model_name: str, steps: int, augment: float) -> dict:
     info = source.info
     keras.utils.set_random_seed(0)
     model = build_model(config.model, info.image_shape, info.num_classes, **config.model_options)
-    compile_model(model, config, info, steps_per_epoch=steps, jit_compile=False)
+    compile_model(model, config, info, steps_per_epoch=100, jit_compile=False)
     datasets = _datasets(source, config.batch_size, augment)
     cached = tf.data.Dataset.from_tensors(next(iter(datasets["pipeline"]))).repeat()
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    def step_time(ds, steps: int) -> float:
+        timer = StepTimer()
+        timer.ends = []
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        return float(np.median(np.diff(timer.ends)[5:]))
+
+    step_time(cached, 10)  # traces the training step
+    steps = max(30, min(3000, round(seconds / step_time(cached, 30))))
     result = {"model": model_name, "size": config.size, "batch": config.batch_size,
-              "params": model.count_params()}  # fmt: skip
-    runs = [("cached", cached), *datasets.items(), ("cached2", cached)]
-    times: dict[str, float] = {}
-    for name, ds in runs:
-        timer = EpochTimer()
-        # Epoch 1 traces and warms up; the fastest later epoch is the steady state least disturbed by
-        # other processes on the machine.
-        model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0, callbacks=[timer.callback], shuffle=False)
-        times[name] = min(timer.times[1:]) / steps
-    cached_step = min(times.pop("cached"), times.pop("cached2"))  # either side of the pipeline runs
-    result["images_per_s"] = config.batch_size / times["pipeline"]
-    result["images_per_s_cached"] = config.batch_size / cached_step
-    for name, t in times.items():
-        result[f"stall_{name}"] = max(0.0, 1.0 - cached_step / t)
-    result["speedup"] = times["before"] / times["pipeline"]
+              "params": model.count_params(), "steps": steps, "rounds": rounds}  # fmt: skip
+    stalls: dict[str, list[float]] = {name: [] for name in datasets}
+    cached_steps, pipeline_steps, ratios = [], [], []
+    for _ in range(rounds):
+        first = step_time(cached, steps)
+        t = {name: step_time(ds, steps) for name, ds in datasets.items()}
+        base = min(first, step_time(cached, steps))
+        for name, value in t.items():
+            stalls[name].append(max(0.0, 1.0 - base / value))
+        cached_steps.append(base)
+        pipeline_steps.append(t["pipeline"])
+        ratios.append(t["before"] / t["pipeline"])
+    result["images_per_s"] = config.batch_size / float(np.median(pipeline_steps))
+    result["images_per_s_cached"] = config.batch_size / float(np.median(cached_steps))
+    for name, values in stalls.items():
+        result[f"stall_{name}"] = float(np.median(values))
+    result["speedup"] = float(np.median(ratios))
     return result
 
 
@@ -174,13 +197,21 @@ def op_costs(model_name: str, augment: float, repeats: int = 30) -> dict:
                                        draws["translate_y"] * side, side, side)  # fmt: skip
     colour_args = aug._colour_args(images, draws)
     floats = tf.cast(images, tf.float32)
+    def projective(x, interpolation):  # TensorFlow's own warp kernel, the one used before the gather
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=shape[1:3], fill_value=tf.constant(0.0),
+            interpolation=interpolation, fill_mode="REFLECT",
+        )  # fmt: skip
+
     steps = {
         "augment_batch (all)": lambda: aug.augment_batch(images, seed, augment),
+        "  the same, no XLA": lambda: aug._augment(images, seed, augment),
         "  draws + matrices": lambda: aug._colour_args(images, aug._draws(seed, shape[0], augment)),
-        "  warp uint8 nearest": lambda: aug.warp(images, transforms, "NEAREST"),
+        "  warp uint8 gather": lambda: aug.warp(images, transforms, "NEAREST"),
         "  colour matmul": lambda: aug.colour(images, *colour_args),
-        "warp uint8 bilinear": lambda: aug.warp(images, transforms, "BILINEAR"),
-        "warp float32 bilinear": lambda: aug.warp(floats, transforms, "BILINEAR"),
+        "warp uint8 TF nearest": lambda: projective(images, "NEAREST"),
+        "warp uint8 TF bilinear": lambda: projective(images, "BILINEAR"),
+        "warp float32 bilinear": lambda: projective(floats, "BILINEAR"),
         "legacy augmentation": lambda: legacy_augment_batch(images, seed, augment),
     }
     fns = {name: tf.function(fn) for name, fn in steps.items()}
@@ -245,12 +276,15 @@ def main() -> None:
     parser.add_argument("--models", default="dense,cnn,resnet50,lite0", help="models to time")
     parser.add_argument("--augment", type=float, default=0.5, help="augmentation strength timed")
     parser.add_argument("--ops", action="store_true", help="time each augmentation step instead")
+    parser.add_argument(
+        "--seconds", type=float, default=1.5, help="length of each timed epoch of the stall measurement"
+    )
     parser.add_argument("--quality", default="cnn", help="models to train on the demo data ('' = none)")
     parser.add_argument(
         "--epochs", type=int, default=None, help="cap on training epochs (default: the preset's)"
     )
     args = parser.parse_args()
-    steps = 3 if args.quick else 15
+    seconds = 0.2 if args.quick else args.seconds
     epochs = args.epochs or (2 if args.quick else None)
 
     from yolol_tf.device import detect_device
@@ -273,7 +307,7 @@ def main() -> None:
         print(f"{'model':>9} {'size':>5} {'batch':>5} {'params':>11} {'img/s':>8} {'img/s cached':>13} "
               f"{'stall':>7} {'(no aug)':>9} {'streamed':>9} {'before':>7} {'speedup':>8}")  # fmt: skip
         for name in names:
-            r = throughput(name, steps, args.augment)
+            r = throughput(name, seconds, args.augment)
             print(f"{r['model']:>9} {r['size']:>5} {r['batch']:>5} {r['params']:>11,} {r['images_per_s']:>8.1f} "
                   f"{r['images_per_s_cached']:>13.1f} {r['stall_pipeline']:>7.1%} {r['stall_plain']:>9.1%} "
                   f"{r['stall_streamed']:>9.1%} {r['stall_before']:>7.1%} {r['speedup']:>7.2f}x")  # fmt: skip

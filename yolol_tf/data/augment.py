@@ -4,10 +4,13 @@ Each sample may be flipped left-right, then gets ``NUM_OPS`` ops drawn from :dat
 random amount up to its magnitude times ``strength`` (RandAugment, Cubuk et al. 2019, with the
 magnitude drawn per sample as in TrivialAugment). Built to cost little next to a small model on a CPU:
 
-- every geometric choice of a sample composes into ONE affine matrix, and the whole batch is warped by
-  ONE ``ImageProjectiveTransformV3`` call, on the uint8 batch (``benchmarks/bench_train.py --ops``);
+- every geometric choice of a sample composes into ONE affine matrix, and the whole batch is warped at
+  once: each output pixel's source pixel is computed and fetched by one gather on the uint8 batch
+  (nearest sampling, reflected borders);
 - every colour op folds into a per-sample 3x3 colour matrix and offset (gains, contrast, saturation),
-  applied by one batched matmul at the crop's size, with rounding and clipping back to uint8.
+  applied by one batched matmul at the crop's size, with rounding and clipping back to uint8;
+- the whole step is compiled by XLA where TensorFlow can (one fused program instead of dozens of small
+  kernels: about a third of the time per batch, ``benchmarks/bench_train.py --ops``), else run as a graph.
 
 Geometry stays mild (strength 1: rotation 20 degrees, shear 0.2, shift 10%, zoom 15%) so that a crop's
 object stays in view and its labels stay true; borders are filled by reflection.
@@ -84,11 +87,40 @@ def affine_transforms(
 
 
 def warp(images: tf.Tensor, transforms: tf.Tensor, interpolation: str = INTERPOLATION) -> tf.Tensor:
-    """The batch warped by per-sample ``transforms`` in one kernel call, same dtype, reflected borders."""
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=tf.constant(0.0), interpolation=interpolation, fill_mode="REFLECT",
-    )  # fmt: skip
+    """The batch warped by per-sample ``transforms``, same dtype, borders filled by reflection.
+
+    Nearest sampling is a gather of whole pixels (exact for flips, quarter turns and whole-pixel shifts,
+    and compiled by XLA); "BILINEAR" calls TensorFlow's ``ImageProjectiveTransformV3`` (for comparison).
+
+    Args:
+        images: [B, H, W, C], any dtype.
+        transforms: [B, 8] from :func:`affine_transforms` (output pixel -> input pixel).
+        interpolation: "NEAREST" or "BILINEAR".
+    """
+    if interpolation != "NEAREST":
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+            fill_value=tf.constant(0.0), interpolation=interpolation, fill_mode="REFLECT",
+        )  # fmt: skip
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    t = tf.cast(transforms, tf.float32)[:, :, None, None]  # [B, 8, 1, 1]
+    ys = tf.cast(tf.range(height), tf.float32)[None, :, None]
+    xs = tf.cast(tf.range(width), tf.float32)[None, None, :]
+    # Source coordinates of every output pixel, [B, H, W], rounded to the nearest pixel.
+    src_x = tf.cast(tf.round(t[:, 0] * xs + (t[:, 1] * ys + t[:, 2])), tf.int32)
+    src_y = tf.cast(tf.round(t[:, 3] * xs + (t[:, 4] * ys + t[:, 5])), tf.int32)
+    index = (tf.range(batch)[:, None, None] * height + _reflect(src_y, height)) * width + _reflect(src_x, width)
+    pixels = tf.reshape(images, [-1, shape[3]])
+    return tf.reshape(tf.gather(pixels, tf.reshape(index, [-1])), shape)
+
+
+def _reflect(index: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Indices outside ``[0, size)`` mirrored back in, the edge pixel repeated (d c b a | a b c d | d c)."""
+    period = 2 * size
+    index = tf.math.floormod(index, period)
+    return tf.where(index >= size, period - 1 - index, index)
 
 
 def colour(images: tf.Tensor, matrix: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
@@ -153,7 +185,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Ten
 
     Args:
         images: uint8 [B, H, W, C] (C = 3, or 1 for grayscale: then saturation does nothing).
-        seed: int [2], the stateless random seed; the same seed gives the same output.
+        seed: int [2], the stateless random seed; the same seed gives the same output (eagerly, in a
+            graph and inside ``Dataset.map`` alike).
         strength: in [0, 1], the magnitude: scales every op's largest amount (:data:`MAGNITUDE` at 1).
             0 returns ``images`` unchanged.
 
@@ -162,17 +195,36 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Ten
     """
     if strength <= 0:
         return images
-    strength = float(min(strength, 1.0))
+    images = tf.convert_to_tensor(images)
+    out = _compiled()(images, tf.cast(seed, tf.int64), float(min(strength, 1.0)))
+    return tf.ensure_shape(out, images.shape)
+
+
+def _augment(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     shape = tf.shape(images)
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    d = _draws(tf.cast(seed, tf.int64), shape[0], strength)
+    d = _draws(seed, shape[0], strength)
     transforms = affine_transforms(
         d["flip"], d["rotate"], d["shear_x"], d["shear_y"], tf.exp(d["zoom"]),
         d["translate_x"] * width, d["translate_y"] * height, height, width,
     )  # fmt: skip
-    x = warp(images, transforms)
-    x = colour(x, *_colour_args(images, d))
-    return tf.ensure_shape(x, images.shape)
+    return colour(warp(images, transforms), *_colour_args(images, d))
+
+
+_COMPILED: list = []  # the augmentation function this process uses, chosen on first use
+
+
+def _compiled():
+    """:func:`_augment` compiled by XLA, or as a plain graph where this TensorFlow cannot compile it."""
+    if not _COMPILED:
+        jitted = tf.function(_augment, jit_compile=True)
+        try:
+            with tf.init_scope():  # a probe run eagerly, even when first called while tracing a dataset
+                jitted(tf.zeros([1, 4, 4, 3], tf.uint8), tf.constant([0, 0], tf.int64), 0.5)
+            _COMPILED.append(jitted)
+        except (tf.errors.OpError, NotImplementedError, ValueError):
+            _COMPILED.append(tf.function(_augment))
+    return _COMPILED[0]
 
 
 def augment_dataset(

@@ -2,8 +2,9 @@
 
 Records hold raw uint8 pixels, so a read is a copy, not a decode. Records are batched before parsing
 because ``tf.io.parse_example`` on a batch costs about what it costs on one record. A training split
-whose records fit :data:`CACHE_BYTES` is read from its files once and then held in memory, shuffled whole
-every epoch; a larger one streams from its shards through a bounded shuffle buffer. Augmentation
+whose records fit :data:`CACHE_BYTES` is read and parsed once, when the dataset is made, and held in
+memory as whole tensors: each epoch shuffles the sample indices and a batch is one gather per tensor, with
+no record read or parsed again. A larger split streams from its shards through a bounded shuffle buffer. Augmentation
 (:mod:`yolol_tf.data.augment`) is a pure function of a batch and an explicit seed, so it gives the same
 result eagerly and inside ``Dataset.map`` (tested), and a seeded pipeline is repeatable.
 """
@@ -62,6 +63,7 @@ def load(
     seed: int | None = None,
     drop_remainder: bool = False,
     repeat: bool = False,
+    memory: bool = True,
 ) -> tf.data.Dataset:
     """A store's split as batches of (uint8 images [B, S, S, 3], float32 multi-hot [B, num_classes]).
 
@@ -79,12 +81,16 @@ def load(
         seed: makes shuffling and augmentation repeatable.
         drop_remainder: drop a last, smaller batch (keeps batch shapes static).
         repeat: repeat forever (for ``steps_per_epoch``).
+        memory: hold a training split that fits :data:`CACHE_BYTES` in memory as parsed tensors. False
+            keeps the records a file-reading dataset (split between workers by file), held in memory
+            after their first epoch where they fit.
 
     Raises:
         UserError: for a missing split or a bad argument, and for a damaged store (a shard missing or of
             another size than dataset.json records, index.csv missing, dataset.json edited to a size or
             class count its shards do not hold), found here from the files' sizes, before TensorFlow
-            reads them. A record damaged in place still raises ``tf.errors.DataLossError`` while iterating;
+            reads them. A record damaged in place still raises ``tf.errors.DataLossError`` (here, for a
+            split held in memory, else while iterating);
             :func:`yolol_tf.data.integrity.read_error` turns it into one line naming the store and shard
             (the CLI does so for every command).
 
@@ -103,32 +109,56 @@ def load(
     crops = int(meta["splits"][split]["crops"])
     split_bytes = sum(os.path.getsize(f) for f in files)  # what the records take, framing and all
     record_bytes = max(1, split_bytes // crops)
-    if training and split_bytes <= CACHE_BYTES:
-        # Read once in index order, then a full shuffle of the whole split, different every epoch.
-        ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20).cache()
-        ds = ds.shuffle(crops, seed=seed, reshuffle_each_iteration=True)
-    elif training:
-        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-        ds = ds.interleave(
-            tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=16,
-            num_parallel_calls=AUTOTUNE, deterministic=seed is not None,
-        )  # fmt: skip
-        buffer = min(crops, max(1024, SHUFFLE_BYTES // record_bytes))
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    parse = _parser(size, num_classes, max_objects if cutmix > 0 else 0)
+    in_memory = training and split_bytes <= CACHE_BYTES
+    if in_memory and memory:
+        ds = _gathered(_read_whole(files, parse), crops, batch_size, seed, repeat, drop_remainder)
     else:
-        # Sequential reads keep index.csv order; reading raw records is cheap, parsing runs in parallel.
-        ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = _records(files, crops, record_bytes, training=training, cache=in_memory, seed=seed)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(
+            lambda serialized: _float_labels(*parse(serialized)),
+            num_parallel_calls=AUTOTUNE, deterministic=not training or seed is not None,
+        )  # fmt: skip
     if not repeat:
         # A known length gives Keras its progress bar and steps per epoch without a first full pass.
         batches = crops // batch_size if drop_remainder else -(-crops // batch_size)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+    if training:
+        min_visible = float(meta.get("options", {}).get("min_visible", 0.5))
+        ds = mix.mix_dataset(ds, mixup=mixup, cutmix=cutmix, min_visible=min_visible, seed=seed)
+        ds = augment_dataset(ds, augment, seed)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _records(
+    files: list[str], crops: int, record_bytes: int, *, training: bool, cache: bool, seed: int | None
+) -> tf.data.Dataset:
+    """The serialized records: in index.csv order, or shuffled for training (all of them where ``cache``)."""
+    if not training:
+        # Sequential reads keep index.csv order; reading raw records is cheap, parsing runs in parallel.
+        return tf.data.TFRecordDataset(files, buffer_size=4 * 2**20)
+    if cache:
+        # Read once in index order, then a full shuffle of the whole split, different every epoch.
+        ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20).cache()
+        return ds.shuffle(crops, seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=16,
+        num_parallel_calls=AUTOTUNE, deterministic=seed is not None,
+    )  # fmt: skip
+    buffer = min(crops, max(1024, SHUFFLE_BYTES // record_bytes))
+    return ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+
+def _parser(size: int, num_classes: int, max_objects: int):
+    """Parses a batch of serialized records: uint8 images and labels, and geometry where ``max_objects``."""
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.string),
-        **(mix.GEOMETRY_FEATURES if cutmix > 0 else {}),
+        **(mix.GEOMETRY_FEATURES if max_objects else {}),
     }
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -137,12 +167,30 @@ def load(
         labels = tf.reshape(tf.io.decode_raw(ex["label"], tf.uint8), [-1, num_classes])
         images.set_shape([serialized.shape[0], size, size, 3])  # a static batch with drop_remainder
         labels.set_shape([serialized.shape[0], num_classes])
-        geometry = mix.parse_geometry(ex, max_objects) if cutmix > 0 else ()
-        return images, tf.cast(labels, tf.float32), *geometry
+        geometry = mix.parse_geometry(ex, max_objects) if max_objects else ()
+        return images, labels, *geometry
 
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training or seed is not None)
-    if training:
-        min_visible = float(meta.get("options", {}).get("min_visible", 0.5))
-        ds = mix.mix_dataset(ds, mixup=mixup, cutmix=cutmix, min_visible=min_visible, seed=seed)
-        ds = augment_dataset(ds, augment, seed)
-    return ds.prefetch(AUTOTUNE)
+    return parse
+
+
+def _float_labels(images: tf.Tensor, labels: tf.Tensor, *geometry: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    return images, tf.cast(labels, tf.float32), *geometry
+
+
+def _read_whole(files: list[str], parse) -> tuple[tf.Tensor, ...]:
+    """Every record of ``files`` parsed, in order, as whole tensors ([N, ...] each)."""
+    ds = tf.data.TFRecordDataset(files, buffer_size=4 * 2**20).batch(1024)
+    parts = list(ds.map(parse, num_parallel_calls=AUTOTUNE))
+    return tuple(tf.concat(column, axis=0) for column in zip(*parts, strict=True))
+
+
+def _gathered(
+    arrays: tuple[tf.Tensor, ...], crops: int, batch_size: int, seed: int | None, repeat: bool,
+    drop_remainder: bool,
+) -> tf.data.Dataset:  # fmt: skip
+    """Batches gathered from tensors held in memory: a new order of all samples every epoch."""
+    ds = tf.data.Dataset.range(crops).shuffle(crops, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(lambda index: _float_labels(*(tf.gather(a, index) for a in arrays)))

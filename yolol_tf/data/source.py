@@ -42,7 +42,8 @@ class DataSource:
             split: one of ``self.splits``.
             batch_size: samples per batch.
             **options: how to read it, as :func:`yolol_tf.data.load` takes them (``training``,
-                ``augment``, ``seed``, ``drop_remainder``, ``repeat``), for a store and a CSV alike.
+                ``augment``, ``seed``, ``drop_remainder``, ``repeat``, ``memory``), for a store and a CSV
+                alike.
         """
         if split not in self.splits:
             raise UserError(f"No {split!r} split in {self.info.source}. Splits: {', '.join(self.splits)}")
@@ -52,6 +53,7 @@ class DataSource:
             return load(self.store, split, batch_size, **options)
         from yolol_tf.data.sign_mnist import load_sign_mnist
 
+        options.pop("memory", None)  # a CSV is always held in memory
         path, fraction, subset = self.csv_files[split]
         ds, _ = load_sign_mnist(
             path, batch_size, validation_fraction=fraction, subset=subset, classes=list(self.csv_classes),

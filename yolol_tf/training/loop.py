@@ -231,9 +231,10 @@ def _train_epochs(
 
     config, source, run_dir = run.config, run.source, run.run_dir
     info = source.info
+    # Several workers split the store by file, so each keeps the records a file-reading dataset.
     train_ds = source.dataset(
         "train", config.batch_size, training=True, augment=config.augment, seed=config.seed, repeat=True,
-        mixup=config.mixup, cutmix=config.cutmix,
+        mixup=config.mixup, cutmix=config.cutmix, memory=not run.custom_loop,
     )  # fmt: skip
     if run.custom_loop and source.store is not None:
         # Each worker reads only its own shard files where there are enough for every worker.
