@@ -5,13 +5,15 @@
     python benchmarks/bench_train.py --quality dense,cnn,resnet50   # train each demo preset
     python benchmarks/bench_train.py --ops --quality ''   # what each augmentation op costs per batch
 
-Throughput: steady-state training steps (after warm-up) timed twice per model, fed (a) from the store
-pipeline (shuffle, augmentation, prefetch) and (b) from one cached in-memory batch repeated; the stall
-share is ``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%); "no aug"
-is the same with augmentation off, to tell reading from augmenting; "streamed" reads the files every epoch
-rather than holding the split in memory; "before" is the previous augmentation (kept below as
-``legacy_augment_batch``) on the streamed store, the baseline, measured in the same process. On a 2-core
-CPU the pipeline and the model share the same cores, so augmentation work shows up as stall.
+Throughput: steady-state training steps of each model's demo preset, fed (a) from the store pipeline
+(shuffle, augmentation, prefetch) and (b) from one cached in-memory batch repeated; the stall share is
+``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%). The feeds take
+turns for five rounds of one ~1.5 s epoch each (``--seconds``), and each figure is the median over rounds
+of median step times, so that a noisy machine's drift cancels. "no aug" is the same with augmentation
+off, to tell reading from augmenting; "streamed" reads the files every epoch rather than holding the split
+in memory; "before" is the previous augmentation (kept below as ``legacy_augment_batch``) on the streamed
+store, the baseline, measured in the same process. On a 2-core CPU the pipeline and the model share the
+same cores, so augmentation work shows up as stall.
 Ops (``--ops``): milliseconds per batch of each augmentation step at each model's size and batch, run
 alone, as a share of the whole augmentation.
 Quality: each model trained with its ``experiments/demo-<model>.yaml`` (epochs capped), test-split mAP,
@@ -197,6 +199,7 @@ def op_costs(model_name: str, augment: float, repeats: int = 30) -> dict:
                                        draws["translate_y"] * side, side, side)  # fmt: skip
     colour_args = aug._colour_args(images, draws)
     floats = tf.cast(images, tf.float32)
+
     def projective(x, interpolation):  # TensorFlow's own warp kernel, the one used before the gather
         return tf.raw_ops.ImageProjectiveTransformV3(
             images=x, transforms=transforms, output_shape=shape[1:3], fill_value=tf.constant(0.0),

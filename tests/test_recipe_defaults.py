@@ -58,3 +58,12 @@ def test_weights_flag_merges_into_model_options(tmp_path: Path, cli, capsys) -> 
                  "--epochs", "1", "--steps-per-epoch", "1", "--out", str(tmp_path / "run"))  # fmt: skip
     assert status != 0
     assert "none.h5" in capsys.readouterr().err
+
+
+def test_tune_refuses_a_warmup_the_best_configuration_could_not_train() -> None:
+    from yolol_tf.errors import UserError
+    from yolol_tf.tuning.config import TuneConfig, validate
+
+    validate(TuneConfig(epochs=5, warmup_epochs=2, train_best=True, train_epochs=3))
+    with pytest.raises(UserError, match=r"less than --train-epochs \(2\), .* Received: warmup_epochs=2"):
+        validate(TuneConfig(epochs=5, warmup_epochs=2, train_best=True, train_epochs=2))

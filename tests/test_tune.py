@@ -320,6 +320,13 @@ def test_cli_searches_a_store_and_trains_the_best(
     assert list(trials["status"]) == ["COMPLETED"] and trials["width"][0] == 4
     assert (out / "best" / "best.keras").is_file() and (out / "best" / "metrics.json").is_file()
     assert "best val_map" in capsys.readouterr().err
+    # The best configuration trains with the model's own defaults under best.yaml, as `train` does.
+    import yaml
+
+    from yolol_tf.training.config import model_defaults
+
+    trained = yaml.safe_load((out / "best" / "config.yaml").read_text())
+    assert trained["label_smoothing"] == model_defaults("cnn")["label_smoothing"] and trained["epochs"] == 1
 
 
 @pytest.mark.large

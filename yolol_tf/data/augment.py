@@ -111,7 +111,9 @@ def warp(images: tf.Tensor, transforms: tf.Tensor, interpolation: str = INTERPOL
     # Source coordinates of every output pixel, [B, H, W], rounded to the nearest pixel.
     src_x = tf.cast(tf.round(t[:, 0] * xs + (t[:, 1] * ys + t[:, 2])), tf.int32)
     src_y = tf.cast(tf.round(t[:, 3] * xs + (t[:, 4] * ys + t[:, 5])), tf.int32)
-    index = (tf.range(batch)[:, None, None] * height + _reflect(src_y, height)) * width + _reflect(src_x, width)
+    index = (tf.range(batch)[:, None, None] * height + _reflect(src_y, height)) * width + _reflect(
+        src_x, width
+    )
     pixels = tf.reshape(images, [-1, shape[3]])
     return tf.reshape(tf.gather(pixels, tf.reshape(index, [-1])), shape)
 
@@ -215,13 +217,12 @@ _COMPILED: list = []  # the augmentation function this process uses, chosen on f
 
 
 def _compiled():
-    """:func:`_augment` compiled by XLA, or as a plain graph where this TensorFlow cannot compile it."""
+    """:func:`_augment` compiled by XLA, or as a plain graph where this TensorFlow has no XLA for the CPU."""
     if not _COMPILED:
-        jitted = tf.function(_augment, jit_compile=True)
         try:
             with tf.init_scope():  # a probe run eagerly, even when first called while tracing a dataset
-                jitted(tf.zeros([1, 4, 4, 3], tf.uint8), tf.constant([0, 0], tf.int64), 0.5)
-            _COMPILED.append(jitted)
+                tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1))
+            _COMPILED.append(tf.function(_augment, jit_compile=True))
         except (tf.errors.OpError, NotImplementedError, ValueError):
             _COMPILED.append(tf.function(_augment))
     return _COMPILED[0]

@@ -104,6 +104,12 @@ def validate(config: TuneConfig) -> None:
         f"Received: warmup_epochs={config.warmup_epochs}",
     )
     need(
+        config.warmup_epochs is None or not config.train_best or config.train_epochs is None
+        or config.warmup_epochs < config.train_epochs,
+        f"--warmup-epochs must be less than --train-epochs ({config.train_epochs}), which the best "
+        f"configuration trains. Received: warmup_epochs={config.warmup_epochs}",
+    )  # fmt: skip
+    need(
         config.ema_decay is None or 0 <= config.ema_decay < 1,
         f"--ema-decay must be in [0, 1) (0 = no weight averaging). Received: ema_decay={config.ema_decay}",
     )

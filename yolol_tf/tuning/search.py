@@ -314,14 +314,15 @@ def open_source(config: TuneConfig) -> Any:
 
 
 def train_best(out: Path, config: TuneConfig) -> Path:
-    """Trains ``out/best.yaml`` in full into ``out/best`` (resuming it if an earlier attempt stopped)."""
-    from yolol_tf.training import TrainConfig, train
+    """Trains ``out/best.yaml`` in full into ``out/best`` (resuming it if an earlier attempt stopped), with
+    the model's own defaults under it, as ``yolol-tf train --config best.yaml`` would."""
+    from yolol_tf.training import load_config, train
 
     run_dir = out / "best"
     if (run_dir / runs.FINISHED_MARKER).is_file():
         print(f"The best configuration is already trained in {run_dir}", file=sys.stderr)
         return run_dir
     overrides = {"out": str(run_dir), "epochs": config.train_epochs}
-    train_config = config_lib.resolve(TrainConfig, out / "best.yaml", overrides)
+    train_config = load_config(out / "best.yaml", overrides)
     resume = run_dir.is_dir() and any(run_dir.iterdir())
     return train(train_config, resume=resume)
