@@ -111,9 +111,8 @@ def warp(images: tf.Tensor, transforms: tf.Tensor, interpolation: str = INTERPOL
     # Source coordinates of every output pixel, [B, H, W], rounded to the nearest pixel.
     src_x = tf.cast(tf.round(t[:, 0] * xs + (t[:, 1] * ys + t[:, 2])), tf.int32)
     src_y = tf.cast(tf.round(t[:, 3] * xs + (t[:, 4] * ys + t[:, 5])), tf.int32)
-    index = (tf.range(batch)[:, None, None] * height + _reflect(src_y, height)) * width + _reflect(
-        src_x, width
-    )
+    rows = tf.range(batch)[:, None, None] * height + _reflect(src_y, height)
+    index = rows * width + _reflect(src_x, width)
     pixels = tf.reshape(images, [-1, shape[3]])
     return tf.reshape(tf.gather(pixels, tf.reshape(index, [-1])), shape)
 
