@@ -10,10 +10,11 @@ Throughput: steady-state training steps of each model's demo preset, fed (a) fro
 ``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%). The feeds take
 turns for five rounds of one ~1.5 s epoch each (``--seconds``), and each figure is the median over rounds
 of median step times, so that a noisy machine's drift cancels. "no aug" is the same with augmentation
-off, to tell reading from augmenting; "streamed" reads the files every epoch rather than holding the split
-in memory; "before" is the previous augmentation (kept below as ``legacy_augment_batch``) on the streamed
-store, the baseline, measured in the same process. On a 2-core CPU the pipeline and the model share the
-same cores, so augmentation work shows up as stall.
+off, to tell reading from augmenting; "no XLA" runs the same augmentation as a plain graph; "streamed"
+reads the files every epoch rather than holding the split in memory; "before" is the previous
+augmentation (kept below as ``legacy_augment_batch``) on the streamed store, the baseline, measured in
+the same process. On a 2-core CPU the pipeline and the model share the same cores, so augmentation work
+shows up as stall.
 Ops (``--ops``): milliseconds per batch of each augmentation step at each model's size and batch, run
 alone, as a share of the whole augmentation.
 Quality: each model trained with its ``experiments/demo-<model>.yaml`` (epochs capped), test-split mAP,
@@ -103,6 +104,8 @@ def legacy_augment_batch(images, seed, strength: float):
 
 def _datasets(source, batch: int, augment: float) -> dict:
     """The store pipelines compared: in memory or streamed, new or legacy augmentation, or none."""
+    import tensorflow as tf
+
     from yolol_tf.data import augment as augment_lib
     from yolol_tf.data import pipeline
 
@@ -115,9 +118,13 @@ def _datasets(source, batch: int, augment: float) -> dict:
         finally:
             pipeline.CACHE_BYTES = saved
 
+    def graph_augment(images, seed, strength):  # the same augmentation, not compiled by XLA
+        return augment_lib._augment(images, tf.cast(seed, tf.int64), strength)
+
     legacy = augment_lib.augment_dataset(load(0.0, cache=False), augment, 0, fn=legacy_augment_batch)
-    return {"pipeline": load(augment), "plain": load(0.0), "streamed": load(augment, cache=False),
-            "before": legacy.prefetch(-1)}  # fmt: skip
+    no_xla = augment_lib.augment_dataset(load(0.0), augment, 0, fn=graph_augment)
+    return {"pipeline": load(augment), "plain": load(0.0), "no_xla": no_xla.prefetch(-1),
+            "streamed": load(augment, cache=False), "before": legacy.prefetch(-1)}  # fmt: skip
 
 
 def throughput(model_name: str, seconds: float, augment: float, rounds: int = 5) -> dict:
@@ -308,11 +315,12 @@ def main() -> None:
             "streamed = files read every epoch; before = legacy augmentation, streamed"
         )
         print(f"{'model':>9} {'size':>5} {'batch':>5} {'params':>11} {'img/s':>8} {'img/s cached':>13} "
-              f"{'stall':>7} {'(no aug)':>9} {'streamed':>9} {'before':>7} {'speedup':>8}")  # fmt: skip
+              f"{'stall':>7} {'(no aug)':>9} {'(no XLA)':>9} {'streamed':>9} {'before':>7} {'speedup':>8}")  # fmt: skip
         for name in names:
             r = throughput(name, seconds, args.augment)
             print(f"{r['model']:>9} {r['size']:>5} {r['batch']:>5} {r['params']:>11,} {r['images_per_s']:>8.1f} "
                   f"{r['images_per_s_cached']:>13.1f} {r['stall_pipeline']:>7.1%} {r['stall_plain']:>9.1%} "
+                  f"{r['stall_no_xla']:>9.1%} "
                   f"{r['stall_streamed']:>9.1%} {r['stall_before']:>7.1%} {r['speedup']:>7.2f}x")  # fmt: skip
 
     models = [m for m in args.quality.split(",") if m]
