@@ -39,6 +39,17 @@ def test_same_seed_same_output_eagerly_in_a_graph_and_in_dataset_map() -> None:
     assert not np.array_equal(eager.numpy(), augment_batch(images, SEED + 1, 0.5).numpy())
 
 
+def test_without_xla_the_same_augmentation_runs_as_a_plain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert aug._xla_on_cpu()  # TensorFlow's Linux wheels have XLA for the CPU
+    monkeypatch.setattr(aug, "_COMPILED", [])
+    monkeypatch.setattr(aug, "_xla_on_cpu", lambda: False)
+    images = _noise()
+    out = augment_batch(images, SEED, 0.5)
+    assert not aug._COMPILED[0]._jit_compile
+    assert out.dtype == tf.uint8 and not np.array_equal(out.numpy(), images)
+    np.testing.assert_array_equal(out.numpy(), augment_batch(images, SEED, 0.5).numpy())
+
+
 @pytest.mark.parametrize("channels", [3, 1])
 def test_uint8_in_and_out_same_shape_and_strength_zero_is_identity(channels: int) -> None:
     images = _noise(channels=channels)

@@ -218,13 +218,19 @@ _COMPILED: list = []  # the augmentation function this process uses, chosen on f
 def _compiled():
     """:func:`_augment` compiled by XLA, or as a plain graph where this TensorFlow has no XLA for the CPU."""
     if not _COMPILED:
-        try:
-            with tf.init_scope():  # a probe run eagerly, even when first called while tracing a dataset
-                tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1))
-            _COMPILED.append(tf.function(_augment, jit_compile=True))
-        except (tf.errors.OpError, NotImplementedError, ValueError):
-            _COMPILED.append(tf.function(_augment))
+        _COMPILED.append(tf.function(_augment, jit_compile=True if _xla_on_cpu() else None))
     return _COMPILED[0]
+
+
+def _xla_on_cpu() -> bool:
+    """Whether XLA compiles for the CPU here: a probe run eagerly (even when first called while tracing a
+    dataset) on the CPU, where tf.data runs the augmentation, whatever accelerator the machine has."""
+    try:
+        with tf.init_scope(), tf.device("/CPU:0"):
+            tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(1))
+    except (tf.errors.OpError, NotImplementedError, ValueError):
+        return False
+    return True
 
 
 def augment_dataset(
