@@ -18,6 +18,7 @@ object stays in view and its labels stay true; borders are filled by reflection.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tensorflow as tf
@@ -212,14 +213,10 @@ def _augment(images: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
     return colour(warp(images, transforms), *_colour_args(images, d))
 
 
-_COMPILED: list = []  # the augmentation function this process uses, chosen on first use
-
-
+@functools.cache  # chosen once per process, on first use
 def _compiled():
     """:func:`_augment` compiled by XLA, or as a plain graph where this TensorFlow has no XLA for the CPU."""
-    if not _COMPILED:
-        _COMPILED.append(tf.function(_augment, jit_compile=True if _xla_on_cpu() else None))
-    return _COMPILED[0]
+    return tf.function(_augment, jit_compile=True if _xla_on_cpu() else None)
 
 
 def _xla_on_cpu() -> bool:

@@ -4,9 +4,9 @@ Records hold raw uint8 pixels, so a read is a copy, not a decode. Records are ba
 because ``tf.io.parse_example`` on a batch costs about what it costs on one record. A training split
 whose records fit :data:`CACHE_BYTES` is read and parsed once, when the dataset is made, and held in
 memory as whole tensors: each epoch shuffles the sample indices and a batch is one gather per tensor, with
-no record read or parsed again. A larger split streams from its shards through a bounded shuffle buffer. Augmentation
-(:mod:`yolol_tf.data.augment`) is a pure function of a batch and an explicit seed, so it gives the same
-result eagerly and inside ``Dataset.map`` (tested), and a seeded pipeline is repeatable.
+no record read or parsed again. A larger split streams from its shards through a bounded shuffle buffer.
+Augmentation (:mod:`yolol_tf.data.augment`) is a pure function of a batch and an explicit seed, so it gives
+the same result eagerly and inside ``Dataset.map`` (tested), and a seeded pipeline is repeatable.
 """
 
 from __future__ import annotations
