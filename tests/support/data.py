@@ -18,7 +18,7 @@ import yaml
 
 from yolol_tf.data.info import INDEX_FILE, INFO_FILE, STORE_FORMAT, STORE_VERSION
 from yolol_tf.data.records import encode_example
-from yolol_tf.data.store import CROPS_PER_SHARD
+from yolol_tf.data.store_files import CROPS_PER_SHARD
 from yolol_tf.data.tfrecord import file_crc32c
 
 # In the colour patterns, class k lifts colour channel k: red, green, blue.

@@ -26,139 +26,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import crc32c
-
-from yolol_tf.data import integrity
 from yolol_tf.data.demo import cache_root
-from yolol_tf.data.info import INDEX_FILE, INFO_FILE, STORE_FORMAT, STORE_VERSION, read_store_json
+from yolol_tf.data.info import INDEX_FILE, INFO_FILE, STORE_FORMAT, STORE_VERSION
 from yolol_tf.data.labels import parse_labels
 from yolol_tf.data.records import encode_example, with_row  # noqa: F401  (encode_example: re-exported)
 from yolol_tf.data.settings import DataSettings
-from yolol_tf.data.tfrecord import TFRecordWriter
+from yolol_tf.data.store_files import CROPS_PER_SHARD, ShardWriter, TextFile
+from yolol_tf.data.store_reuse import fingerprint, reuse_problem
 from yolol_tf.data.workers import Workers, convert_image, cpu_count, init_worker, workers_can_start
 from yolol_tf.data.yolo import PROBLEM_KINDS, Problem, YoloDataset, find_dataset
 from yolol_tf.errors import UserError
 from yolol_tf.locks import exclusive
 
 PROBLEMS_FILE = "problems.csv"
-CROPS_PER_SHARD = 2048  # ~25 MB shards at size 64: large sequential reads, enough shards to interleave
 _SHOWN_PROBLEMS = 20  # problems printed in the summary; all of them go to problems.csv
-
-
-class _ShardWriter:
-    """Writes records into ``shards/<split>-NNNNN.tfrecord``, a new shard every ``per_shard`` records.
-
-    ``files`` gets each finished shard's entry for dataset.json: size, records and CRC32C, as written.
-    """
-
-    def __init__(self, store: Path, split: str, per_shard: int, files: dict[str, dict[str, Any]]):
-        self._store, self._split, self._per_shard, self._files = store, split, per_shard, files
-        self._writer: TFRecordWriter | None = None
-        self.count = 0
-        self.shards: list[str] = []
-
-    def write(self, record: bytes) -> None:
-        if self.count % self._per_shard == 0:
-            self.close()
-            name = f"shards/{self._split}-{len(self.shards):05d}.tfrecord"
-            self._writer = TFRecordWriter(self._store / name)
-            self.shards.append(name)
-        assert self._writer is not None
-        self._writer.write(record)
-        self.count += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            w, self._writer = self._writer, None
-            w.close()
-            entry = {"bytes": w.size, "records": w.count, "crc32c": f"{w.checksum:08x}"}
-            self._files[self.shards[-1]] = entry
-
-
-class _TextFile:
-    """A UTF-8 text file for ``csv.writer`` that keeps its size and CRC32C as it is written."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "wb", buffering=1 << 16)
-        self.size, self.checksum = 0, 0
-
-    def write(self, text: str) -> int:
-        data = text.encode("utf-8")
-        self._file.write(data)
-        self.size += len(data)
-        self.checksum = crc32c.crc32c(data, self.checksum)
-        return len(text)
-
-    def entry(self) -> dict[str, Any]:
-        """The file's entry for dataset.json."""
-        return {"bytes": self.size, "crc32c": f"{self.checksum:08x}"}
-
-    def __enter__(self) -> _TextFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-
-def fingerprint(dataset: YoloDataset, options: dict[str, Any]) -> str:
-    """A hash of the options, the class names, every image's path, size and mtime, and every label file.
-
-    Label files are hashed by content: they are small, and an edit that keeps a file's size and mtime (a
-    class id changed in place, a tool that restores times, a checkout) must not reuse crops labelled from
-    the old text. Images are keyed by path, size and mtime only: hashing them would read the whole dataset
-    at every reuse (gigabytes, a good part of a conversion), and an image edited in place to the same size
-    with its mtime restored is far rarer than a relabelled box.
-    """
-    h = hashlib.sha256(
-        json.dumps([STORE_FORMAT, STORE_VERSION, options, dataset.names], sort_keys=True).encode()
-    )
-    labels: dict[str, str] = {}  # a label file read by two splits is read once
-    for split, items in dataset.splits.items():
-        for item in items:
-            try:
-                st = os.stat(item.image)
-                h.update(f"{split}\0{item.image}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{split}\0{item.image}\0-\n".encode())
-            if item.label not in labels:
-                labels[item.label] = _file_hash(item.label)
-            h.update(f"{split}\0{item.label}\0{labels[item.label]}\n".encode())
-    for p in dataset.problems:
-        h.update(f"{p}\n".encode())
-    return h.hexdigest()
-
-
-def _file_hash(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return "-"  # missing (an image without labels) or unreadable (reported when converting)
-
-
-def _reuse_problem(out: Path, fp: str, dataset: YoloDataset, options: dict[str, Any]) -> str | None:
-    """Why the store at ``out`` cannot be reused for ``fp``: "" when there is none, None when it can be.
-
-    A store is reused only when it was converted from this dataset with these options, its dataset.json
-    still says so, and every file is there, of the size and CRC32C it was written with (see
-    :mod:`yolol_tf.data.integrity` for the cost).
-    """
-    if not (out / INFO_FILE).is_file():
-        return ""
-    try:
-        meta = read_store_json(out, check_files=False)
-    except UserError as e:
-        return e.message
-    if meta["version"] != STORE_VERSION:
-        return f"it was written by an older yolol-tf (store version {meta['version']})"
-    if meta.get("fingerprint") != fp:
-        return "the dataset or the options changed"
-    expected = {"names": dataset.names, "num_classes": len(dataset.names), "size": options["size"],
-                "mode": options["mode"], "options": options}  # fmt: skip
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            return f"dataset.json says {key} is {meta.get(key)!r}, the dataset and options give {value!r}"
-    return integrity.damage(out, meta) or integrity.checksum_damage(out, meta)
 
 
 @contextlib.contextmanager
@@ -255,7 +136,7 @@ def _build(
     progress: bool,
 ) -> Path:
     """Reuses the store at ``out`` if it is whole and made for ``fp``, else converts into it (lock held)."""
-    why = "--force" if force and (out / INFO_FILE).is_file() else _reuse_problem(out, fp, dataset, options)
+    why = "--force" if force and (out / INFO_FILE).is_file() else reuse_problem(out, fp, dataset, options)
     if why is None:
         # A store converted without --strict may hold problems that --strict must still refuse.
         recorded = read_problems(out) if strict else []
@@ -310,11 +191,11 @@ def _write_store(
     files: dict[str, dict[str, Any]] = {}
     skipped_small, row = 0, 0
     try:
-        with _TextFile(tmp / INDEX_FILE) as index_file:
+        with TextFile(tmp / INDEX_FILE) as index_file:
             index = csv.writer(index_file, lineterminator="\n")
             index.writerow(["split", "image", "box", "x1", "y1", "x2", "y2", "label_ids"])
             for split, items in dataset.splits.items():
-                writer = _ShardWriter(tmp, split, CROPS_PER_SHARD, files)
+                writer = ShardWriter(tmp, split, CROPS_PER_SHARD, files)
                 bar = tqdm(total=len(items), desc=f"prepare {split}", unit="img", disable=not progress)
                 try:
                     results = map(convert_image, items) if pool is None else pool.results(items)
@@ -377,7 +258,7 @@ def _max_objects(dataset: YoloDataset, num_classes: int) -> int:
 
 def _write_problems(path: Path, problems: list[Problem]) -> dict[str, Any]:
     """Writes problems.csv and returns its entry for dataset.json."""
-    with _TextFile(path) as f:
+    with TextFile(path) as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["kind", "file", "line", "value", "message"])
         for p in problems:
