@@ -68,6 +68,13 @@ def predict_probs(
     """
     if activation not in ACTIVATIONS:
         raise UserError(f"activation must be 'sigmoid' or 'softmax'. Received: activation={activation!r}")
+    y_true, logits = predict_logits(model, dataset)
+    return y_true, (activate(logits, activation) if len(logits) else logits)
+
+
+def predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model over a dataset of (images, labels): (y_true float32 [N, C], logits float64 [N, C]),
+    one row per sample under any distribution strategy; two empty arrays for an empty dataset."""
     forward = _inference_function(model)
     truths, logits = [], []
     for images, labels in dataset:
@@ -75,7 +82,7 @@ def predict_probs(
         truths.append(np.asarray(labels, dtype=np.float32))
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float64)
-    return np.concatenate(truths), activate(np.concatenate(logits), activation)
+    return np.concatenate(truths), np.concatenate(logits)
 
 
 def _inference_function(model: keras.Model) -> Any:

@@ -59,10 +59,17 @@ def predict_probs(
     """
     from yolol_tf.models import outputs
 
-    y_true, y_prob = outputs.predict_probs(model, dataset, activation)
-    if not len(y_prob):
+    y_true, logits = _predict_logits(model, dataset)
+    return y_true, outputs.activate(logits, activation)
+
+
+def _predict_logits(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    from yolol_tf.models import outputs
+
+    y_true, logits = outputs.predict_logits(model, dataset)
+    if not len(logits):
         raise UserError("The validation split is empty; training needs a few validation samples")
-    return y_true, y_prob
+    return y_true, logits
 
 
 class MAPCallback(keras.callbacks.Callback):
@@ -72,23 +79,49 @@ class MAPCallback(keras.callbacks.Callback):
     this exact figure instead. Place it first so later callbacks (checkpoint, early stopping, CSV and
     TensorBoard logs) see it.
 
+    Given ``metrics``, it is the epoch's whole validation: from the same one pass over the split it also
+    logs ``val_loss`` (the compiled loss, with the model's own losses, as Keras' ``evaluate`` computes it)
+    and ``val_NAME`` for each metric, so ``fit`` runs without ``validation_data`` and the validation split
+    goes through the model once per epoch instead of twice.
+
     Args:
         val_dataset: the validation split, batched, not shuffled.
         activation: "sigmoid" or "softmax".
+        metrics: fresh Keras metrics on logits (not the compiled instances, which hold training figures);
+            None: only ``val_map``.
     """
 
-    def __init__(self, val_dataset: tf.data.Dataset, activation: str = "sigmoid"):
+    def __init__(
+        self, val_dataset: tf.data.Dataset, activation: str = "sigmoid", metrics: list | None = None
+    ):
         super().__init__()
         self.val_dataset = val_dataset
         self.activation = activation
+        self.metrics = metrics
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from yolol_tf.metrics import mean_average_precision
+        from yolol_tf.models import outputs
 
-        y_true, y_prob = predict_probs(self.model, self.val_dataset, self.activation)
-        value = float(mean_average_precision(y_true, y_prob))
+        y_true, logits = _predict_logits(self.model, self.val_dataset)
+        figures = {
+            "val_map": float(mean_average_precision(y_true, outputs.activate(logits, self.activation)))
+        }
+        if self.metrics is not None:
+            figures.update(self._figures(y_true, logits.astype(np.float32)))
         if logs is not None:
-            logs["val_map"] = value
+            logs.update(figures)
+
+    def _figures(self, y_true: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+        """val_loss and each metric's figure over the whole split (sample-weighted means, as Keras')."""
+        loss = self.model.compute_loss(y=ops.convert_to_tensor(y_true), y_pred=ops.convert_to_tensor(logits),
+                                       training=False)  # fmt: skip
+        figures = {"val_loss": float(loss)}
+        for metric in self.metrics:
+            metric.reset_state()
+            metric.update_state(y_true, logits)
+            figures[f"val_{metric.name}"] = float(metric.result())
+        return figures
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:

@@ -62,16 +62,6 @@ def compile_model(
     optimizer = _optimizer(config, lr)
     _check_ema_horizon(config.ema_decay, config.epochs * steps_per_epoch)
 
-    if info.single_label:
-        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    else:
-        metrics = [
-            keras.metrics.AUC(
-                curve="PR", multi_label=True, num_labels=info.num_classes, from_logits=True, name="pr_auc"
-            ),
-            LogitF1Score(average="micro", name="f1_micro"),
-            LogitF1Score(average="macro", name="f1_macro"),
-        ]
     loss = get_loss(
         loss_name,
         class_freq=class_freq,
@@ -81,8 +71,22 @@ def compile_model(
         asl_clip=config.asl_clip,
         label_smoothing=config.label_smoothing,
     )
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics(info), jit_compile=jit_compile)
     return model
+
+
+def training_metrics(info: Any) -> list:
+    """New instances of the metrics a run logs on logits (and, with a ``val_`` prefix, on validation):
+    accuracy for single-label data, else PR-AUC and micro and macro F1."""
+    if info.single_label:
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    return [
+        keras.metrics.AUC(
+            curve="PR", multi_label=True, num_labels=info.num_classes, from_logits=True, name="pr_auc"
+        ),
+        LogitF1Score(average="micro", name="f1_micro"),
+        LogitF1Score(average="macro", name="f1_macro"),
+    ]
 
 
 def _check_ema_horizon(decay: float, steps: int) -> None:

@@ -320,9 +320,11 @@ def _fit_phase(
     with run.strategy.scope():
         compile_model(model, phase_config, info, class_freq, steps_per_epoch=steps, jit_compile=run.setup.jit)
     cbs = _callbacks(run, val_ds, activation, resume, committed, extra_callbacks, phase)
+    # Keras' fit leaves validation to MAPCallback, which logs val_loss and the metrics from its own pass; the
+    # multi-worker loop validates each worker's share itself.
     fit_args = dict(
-        epochs=phase.end, initial_epoch=phase.first, steps_per_epoch=steps, validation_data=val_ds,
-        callbacks=cbs, verbose=verbose,
+        epochs=phase.end, initial_epoch=phase.first, steps_per_epoch=steps,
+        validation_data=val_ds if run.custom_loop else None, callbacks=cbs, verbose=verbose,
     )  # fmt: skip
     if run.custom_loop:
         distribute.custom_fit(model, train_ds, strategy=run.strategy, **fit_args)
@@ -346,6 +348,7 @@ def _callbacks(
         ResumableEarlyStopping,
         monitor_mode,
     )
+    from yolol_tf.training.compile import training_metrics
 
     config, run_dir = run.config, run.run_dir
     history_csv = run_dir / runs.HISTORY_FILE
@@ -356,7 +359,9 @@ def _callbacks(
     # With ema_decay, the averaged weights go in before MAPCallback and come out just before the backup.
     ema = EMAWeights() if config.ema_decay else None
     # MAPCallback first, so every later callback (the caller's too) sees val_map in the logs.
-    cbs: list = [*([ema] if ema else []), MAPCallback(val_ds, activation), *extra]
+    # Under Keras' fit it is the whole validation (one pass over the split); the multi-worker loop has its own.
+    val_metrics = None if run.custom_loop else training_metrics(run.source.info)
+    cbs: list = [*([ema] if ema else []), MAPCallback(val_ds, activation, val_metrics), *extra]
     cbs += [
         BestCheckpoint(run_dir / runs.BEST_MODEL, config.monitor, best_value, best_epoch),
         LastCheckpoint(run_dir / runs.LAST_MODEL),

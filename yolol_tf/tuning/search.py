@@ -141,6 +141,7 @@ class SearchHyperModel(kt.HyperModel):
     ) -> dict[str, float]:
         """Fits one trial; returns its figures at the best epoch and how many epochs ran."""
         from yolol_tf.training.callbacks import EMAWeights, MAPCallback
+        from yolol_tf.training.compile import training_metrics
 
         config = self.train_config(hp)
         objective = self.config.objective
@@ -159,12 +160,11 @@ class SearchHyperModel(kt.HyperModel):
             steps_per_epoch=steps_per_epoch(config, self.source.info),
             callbacks=[
                 *ema,
-                MAPCallback(val_ds, activation),
+                MAPCallback(val_ds, activation, training_metrics(self.source.info)),
                 *(callbacks or []),
                 *(e.swap_back for e in ema),
             ],
-            # Keras' own validation pass is only needed for its F1 metric; mAP comes from MAPCallback.
-            validation_data=val_ds if objective != "val_map" else None,
+            # No validation_data: MAPCallback's one pass logs val_loss, val_map and the metrics.
             verbose=verbose,
             shuffle=False,
         )
