@@ -165,3 +165,13 @@ def test_a_split_held_in_memory_pairs_each_image_with_its_own_label(store: Path)
     in_order = by_sample(load(store, "train", 4))
     held = by_sample(load(store, "train", 4, training=True, seed=1))
     assert held == in_order and len(held) == 21
+
+
+def test_op_ranks_are_the_double_argsort_ties_in_index_order() -> None:
+    keys = tf.random.stateless_uniform([64, len(aug.OPS)], SEED)
+    want = tf.argsort(tf.argsort(keys, axis=1, stable=True), axis=1, stable=True)
+    np.testing.assert_array_equal(aug._ranks(keys).numpy(), want.numpy())
+    tied = tf.constant([[0.5, 0.2, 0.5, 0.2], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(aug._ranks(tied).numpy(), [[2, 0, 3, 1], [0, 1, 2, 3]])
+    compiled = tf.function(aug._ranks, jit_compile=True) if aug._xla_on_cpu() else aug._ranks
+    np.testing.assert_array_equal(compiled(keys).numpy(), want.numpy())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 GEOMETRY = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "zoom")
@@ -147,7 +148,7 @@ def _draws(seed: tf.Tensor, batch: tf.Tensor, strength: float) -> dict[str, tf.T
     flip_seed, pick_seed, amount_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     # NUM_OPS different ops per sample: those whose random keys rank lowest.
     keys = tf.random.stateless_uniform([batch, len(OPS)], pick_seed)
-    drawn = tf.argsort(tf.argsort(keys, axis=1), axis=1) < NUM_OPS  # [B, K]
+    drawn = _ranks(keys) < NUM_OPS  # [B, K]
     amounts = tf.random.stateless_uniform([batch, len(OPS)], amount_seed) * strength
     signs = tf.where(tf.random.stateless_uniform([batch, len(OPS)], sign_seed) < 0.5, -1.0, 1.0)
     scale = tf.constant([MAGNITUDE[op] * (1.0 if op in SIGNED else 0.0) for op in OPS])
@@ -156,6 +157,16 @@ def _draws(seed: tf.Tensor, batch: tf.Tensor, strength: float) -> dict[str, tf.T
     out = dict(zip(OPS, tf.unstack(values, axis=1), strict=True))
     out["flip"] = tf.random.stateless_uniform([batch], flip_seed) < 0.5
     return out
+
+
+def _ranks(keys: tf.Tensor) -> tf.Tensor:
+    """Each key's rank within its row, from 0, ties in index order: ``argsort(argsort(keys))`` by counting the
+    smaller keys of each row instead of sorting (K x K comparisons for K ops: 0.6x the whole augmentation's
+    time under XLA, whose sort is slow on small rows; ``benchmarks/bench_train.py --ops``)."""
+    k = keys.shape[-1]
+    before = keys[:, None, :] < keys[:, :, None]  # [B, i, j]: key j sorts before key i
+    earlier_tie = (keys[:, None, :] == keys[:, :, None]) & tf.constant(np.tri(k, k, -1, dtype=bool))
+    return tf.reduce_sum(tf.cast(before | earlier_tie, tf.int32), axis=2)
 
 
 def _colour_args(images: tf.Tensor, d: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
