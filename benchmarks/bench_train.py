@@ -8,8 +8,9 @@
 Throughput: steady-state training steps of each model's demo preset, fed (a) from the store pipeline
 (shuffle, augmentation, prefetch) and (b) from one cached in-memory batch repeated; the stall share is
 ``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%). The feeds take
-turns for five rounds of one ~1.5 s epoch each (``--seconds``), and each figure is the median over rounds
-of median step times, so that a noisy machine's drift cancels. "no aug" is the same with augmentation
+turns for five rounds of one ~1.5 s epoch each (``--seconds``), each between two runs of the cached
+batch, and each figure is the median over rounds of median step times, so that a noisy machine's drift
+cancels. "no aug" is the same with augmentation
 off, to tell reading from augmenting; "no XLA" runs the same augmentation as a plain graph; "streamed"
 reads the files every epoch rather than holding the split in memory; "before" is the previous
 augmentation (kept below as ``legacy_augment_batch``) on the streamed store, the baseline, measured in
@@ -145,11 +146,12 @@ def _datasets(source, batch: int, augment: float) -> dict:
 def throughput(model_name: str, seconds: float, augment: float, rounds: int = 5) -> dict:
     """Step time fed from each store pipeline and from a cached batch, and the stall shares.
 
-    The feeds take turns, ``rounds`` times, the cached batch first and last in each round; each run is one
-    epoch of about ``seconds`` (its steps set from a first cached run). A run's step time is the median
-    of its step intervals after the first few (buffers filling), robust to a moment's interruption by
-    another process; a feed's stall in a round is against that round's cached step, and the figure
-    reported is the median over rounds, so that the machine's drift over minutes cancels.
+    The feeds take turns, ``rounds`` times, with a run of the cached batch before the first and after each
+    feed; each run is one epoch of about ``seconds`` (its steps set from a first cached run). A run's step
+    time is the median of its step intervals after the first few (buffers filling), robust to a moment's
+    interruption by another process; a feed's stall in a round is against the mean of the cached runs
+    just before and after it, and the figure reported is the median over rounds, so that the machine's
+    drift over minutes cancels.
     """
     import keras
     import numpy as np
@@ -185,12 +187,15 @@ def throughput(model_name: str, seconds: float, augment: float, rounds: int = 5)
     stalls: dict[str, list[float]] = {name: [] for name in datasets}
     cached_steps, pipeline_steps, ratios = [], [], []
     for _ in range(rounds):
-        first = step_time(cached, steps)
-        t = {name: step_time(ds, steps) for name, ds in datasets.items()}
-        base = min(first, step_time(cached, steps))
-        for name, value in t.items():
-            stalls[name].append(max(0.0, 1.0 - base / value))
-        cached_steps.append(base)
+        # Each feed between two cached runs, against their mean: under a drift of the machine's speed the
+        # mean of the runs before and after is what the cached batch would have taken in between.
+        previous, t, bases = step_time(cached, steps), {}, {}
+        for name, ds in datasets.items():
+            t[name] = step_time(ds, steps)
+            after = step_time(cached, steps)
+            bases[name], previous = (previous + after) / 2, after
+            stalls[name].append(max(0.0, 1.0 - bases[name] / t[name]))
+        cached_steps.append(bases["pipeline"])
         pipeline_steps.append(t["pipeline"])
         ratios.append(t["before"] / t["pipeline"])
     result["images_per_s"] = config.batch_size / float(np.median(pipeline_steps))
@@ -306,6 +311,7 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=1.5, help="length of each timed epoch of the stall measurement"
     )
+    parser.add_argument("--rounds", type=int, default=5, help="turns of the feeds in the stall measurement")
     parser.add_argument("--quality", default="cnn", help="models to train on the demo data ('' = none)")
     parser.add_argument(
         "--epochs", type=int, default=None, help="cap on training epochs (default: the preset's)"
@@ -334,7 +340,7 @@ def main() -> None:
         print(f"{'model':>9} {'size':>5} {'batch':>5} {'params':>11} {'img/s':>8} {'img/s cached':>13} "
               f"{'stall':>7} {'(no aug)':>9} {'(no XLA)':>9} {'streamed':>9} {'before':>7} {'speedup':>8}")  # fmt: skip
         for name in names:
-            r = throughput(name, seconds, args.augment)
+            r = throughput(name, seconds, args.augment, args.rounds)
             print(f"{r['model']:>9} {r['size']:>5} {r['batch']:>5} {r['params']:>11,} {r['images_per_s']:>8.1f} "
                   f"{r['images_per_s_cached']:>13.1f} {r['stall_pipeline']:>7.1%} {r['stall_plain']:>9.1%} "
                   f"{r['stall_no_xla']:>9.1%} "
