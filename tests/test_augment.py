@@ -175,3 +175,17 @@ def test_op_ranks_are_the_double_argsort_ties_in_index_order() -> None:
     np.testing.assert_array_equal(aug._ranks(tied).numpy(), [[2, 0, 3, 1], [0, 1, 2, 3]])
     compiled = tf.function(aug._ranks, jit_compile=True) if aug._xla_on_cpu() else aug._ranks
     np.testing.assert_array_equal(compiled(keys).numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_pipelines_run_without_the_autotuner_whose_thread_delays_the_end_of_a_fit(
+    store: Path, training: bool, sign_mnist_csv, tmp_path: Path
+) -> None:
+    from yolol_tf.data.sign_mnist import load_sign_mnist
+
+    ds = load(store, "train", 8, training=training, augment=0.5, seed=0, repeat=training)
+    assert ds.options().autotune.enabled is False
+    assert next(iter(ds))[0].shape[0] == 8  # and it still yields batches
+    csv = sign_mnist_csv(tmp_path / "signs.csv", [0, 1, 2, 3])
+    sign_ds, _ = load_sign_mnist(csv, 2, training=training)
+    assert sign_ds.options().autotune.enabled is False

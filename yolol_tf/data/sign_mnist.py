@@ -218,4 +218,6 @@ def load_sign_mnist(
         cutmix = mix.usable_cutmix(cutmix, False, str(csv_path))
         ds = mix.mix_dataset(ds, mixup=mixup, cutmix=cutmix, min_visible=0.5, seed=seed)
         ds = augment_dataset(ds, augment, seed)
-    return ds.prefetch(tf.data.AUTOTUNE), info
+    from yolol_tf.data.pipeline import finish
+
+    return finish(ds), info
