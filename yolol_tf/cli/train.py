@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import typer
@@ -102,4 +104,6 @@ def train_command(
         "mixup": mixup, "cutmix": cutmix,
     }  # fmt: skip
     settings = with_model_options(load_config(config, overrides, resume=resume), weights=weights)
-    train(settings, resume=resume, workers=workers, task_index=task_index)
+    # Keras writes its progress to standard output; it is a message like the others, so stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        train(settings, resume=resume, workers=workers, task_index=task_index)
