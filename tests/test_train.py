@@ -191,7 +191,7 @@ def test_cli_trains_with_yaml_and_flag_overrides(store: Path, tmp_path: Path, ru
     assert "val mAP" in result.stderr and "Device: CPU" in result.stderr
     assert "epochs: 1" in (tmp_path / "run" / "config.yaml").read_text()
     # Keras' epoch lines are messages too: standard output stays empty.
-    assert result.stdout == "" and "Epoch 1/1" in result.stderr and "val_map" in result.stderr
+    assert result.stdout == "" and "val_map:" in result.stderr
 
 
 # --- losses -----------------------------------------------------------------------------------------
