@@ -10,7 +10,7 @@ magnitude drawn per sample as in TrivialAugment). Built to cost little next to a
 - every colour op folds into a per-sample 3x3 colour matrix and offset (gains, contrast, saturation),
   applied by one batched matmul at the crop's size, with rounding and clipping back to uint8;
 - the whole step is compiled by XLA where TensorFlow can (one fused program instead of dozens of small
-  kernels: 0.36-0.49x the time per batch, ``benchmarks/bench_train.py --ops``), else run as a graph.
+  kernels: 0.27-0.31x the time per batch, ``benchmarks/bench_train.py --ops``), else run as a graph.
 
 Geometry stays mild (strength 1: rotation 20 degrees, shear 0.2, shift 10%, zoom 15%) so that a crop's
 object stays in view and its labels stay true; borders are filled by reflection.
