@@ -115,6 +115,31 @@ def test_resnet50_and_cnn_accept_small_and_odd_inputs(shape, small_input):
     assert model(np.zeros((1, *shape), "float32")).shape == (1, model.output_shape[-1])
 
 
+@pytest.mark.parametrize("size", [32, 26])  # 26: a 13-pixel side at the block
+def test_cnn_downsampling_shortcut_averages_each_window_before_its_1x1_conv(size):
+    """ResNet-D: the shortcut reads every pixel of each 2x2 window (odd sides too); the former strided 1x1
+    convolution, kept as ``pool_shortcut=False``, reads one in four. Both have the same weights."""
+    pooled = build_model("cnn", (size, size, 3), 3, width=4, depths=(1, 1))
+    strided = build_model("cnn", (size, size, 3), 3, width=4, depths=(1, 1), pool_shortcut=False)
+    assert pooled.count_params() == strided.count_params()
+    assert not [layer for layer in strided.layers if layer.name.endswith("_shortcut_pool")]
+    block_in = pooled.get_layer("stem_relu").output
+    probe = keras.Model(pooled.input, [block_in, pooled.get_layer("stage1_block1_shortcut_conv").output])
+    x, shortcut = (t.numpy() for t in probe(np.random.default_rng(0).uniform(0, 255, (2, size, size, 3))))
+    kernel = pooled.get_layer("stage1_block1_shortcut_conv").kernel.numpy()[0, 0]  # [in, out]
+    side = x.shape[1]
+    half = (side + 1) // 2
+    expected = np.zeros((2, half, half, kernel.shape[1]), "float32")
+    for i in range(half):
+        for j in range(half):
+            window = x[
+                :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2
+            ]  # a window cut by the edge averages what it has
+            expected[:, i, j] = window.mean(axis=(1, 2)) @ kernel
+    np.testing.assert_allclose(shortcut, expected, rtol=1e-4, atol=1e-4)
+    assert strided.get_layer("stage1_block1_shortcut_conv").strides == (2, 2)
+
+
 def test_unknown_model_or_option_is_a_user_error_listing_valid_ones():
     with pytest.raises(UserError, match="dense, cnn, resnet50, lite0"):
         build_model("vgg", (32, 32, 3), 2)
