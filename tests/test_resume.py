@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -84,6 +85,51 @@ def test_a_kill_before_an_epoch_is_backed_up_trains_it_once_and_keeps_the_best_c
     best_epoch = int(history["epoch"][np.argmax(history["val_map"])])
     assert runs.read_best(run)[1] == best_epoch
     assert json.loads((run / runs.FINISHED_MARKER).read_text())["best_epoch"] == best_epoch + 1
+
+
+def _shortcut_pools(model_file: Path) -> int:
+    from yolol_tf.models import load_model
+
+    return sum(layer.name.endswith("_shortcut_pool") for layer in load_model(model_file).layers)
+
+
+def test_a_run_resumed_after_a_default_changed_keeps_the_network_it_started_with(
+    store, tmp_path, monkeypatch, tiny_train_config
+) -> None:
+    """A new run writes the cnn's pool_shortcut (ResNet-D, the default since 2026-12-02) into config.yaml; a
+    run whose config.yaml predates the option resumes with the strided shortcuts it was started with."""
+    import yaml
+
+    from yolol_tf.training import train
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    train(tiny_train_config(store, new, epochs=1), verbose=0)
+    assert yaml.safe_load((new / runs.CONFIG_FILE).read_text())["model_options"]["pool_shortcut"] is True
+    assert _shortcut_pools(new / runs.LAST_MODEL) > 0
+
+    backup_epoch_end = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def dies_at_epoch_1(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        backup_epoch_end(self, epoch, logs)
+
+    legacy = tiny_train_config(store, old, epochs=2)
+    legacy = dataclasses.replace(legacy, model_options={**legacy.model_options, "pool_shortcut": False})
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", dies_at_epoch_1)
+        with pytest.raises(KeyboardInterrupt):
+            train(legacy, verbose=0)
+    # What a version without the option wrote: no pool_shortcut in config.yaml.
+    recorded = yaml.safe_load((old / runs.CONFIG_FILE).read_text())
+    del recorded["model_options"]["pool_shortcut"]
+    (old / runs.CONFIG_FILE).write_text(yaml.safe_dump(recorded))
+
+    counter = _Count()
+    train(tiny_train_config(store, old, epochs=2), resume=True, callbacks=[counter], verbose=0)
+    assert counter.epochs == [1]
+    assert _shortcut_pools(old / runs.LAST_MODEL) == 0 and _shortcut_pools(old / runs.BEST_MODEL) == 0
+    assert yaml.safe_load((old / runs.CONFIG_FILE).read_text())["model_options"]["pool_shortcut"] is False
 
 
 def _write(path: Path, text: str) -> None:

@@ -165,4 +165,5 @@ SPEC = ModelSpec(
     # pass per epoch and no tf.data autotuner to wait for, 30 epochs fit in the 1.5x time budget.
     # ResNet-D shortcuts (build_cnn's pool_shortcut) then gave 0.820-0.856 over seeds 0-4, better on each.
     train_defaults={"epochs": 30, "batch_size": 64, "learning_rate": 3e-3, "label_smoothing": 0.1},
+    former_options={"pool_shortcut": False},  # runs started before 2026-12-02 resume with strided shortcuts
 )

@@ -69,6 +69,10 @@ class ModelSpec:
         train_defaults: training settings of this model that differ from ``TrainConfig``'s, chosen by
             measurement (README, "Training recipe"); :func:`yolol_tf.training.load_config` puts them under
             a YAML's and the command line's values.
+        former_options: builder options whose default changed, each with the value runs got before it. A
+            run records them in its config.yaml, and a run resumed from a config.yaml without one gets the
+            former value: it goes on with the network it started with
+            (:func:`yolol_tf.training.config.pin_model_options`).
     """
 
     name: str
@@ -79,6 +83,7 @@ class ModelSpec:
     batch_sizes: tuple[int, ...]
     summary: str
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    former_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def dropout_param(high: float = 0.5) -> Param:

@@ -171,6 +171,47 @@ def with_model_options(config: TrainConfig, **options: Any) -> TrainConfig:
     return dataclasses.replace(config, model_options={**config.model_options, **given}) if given else config
 
 
+def pin_model_options(config: TrainConfig, recorded: dict[str, Any] | None) -> TrainConfig:
+    """``config`` with each of its model's ``former_options`` (:class:`~yolol_tf.models.spec.ModelSpec`)
+    written out in ``model_options``, so that config.yaml says which network the run builds.
+
+    A value given in ``config`` stays. Otherwise a new run gets the builder's default, and a resumed run what
+    its config.yaml recorded, or, recorded before the option existed, the option's former value: a run goes
+    on with the network it started with, whatever the defaults became since.
+
+    Args:
+        config: the run's settings.
+        recorded: when resuming, the ``model_options`` of the run folder's config.yaml for this model
+            ({} if it has none); None for a new run.
+    """
+    from yolol_tf.models import MODEL_NAMES, get_spec, model_options
+
+    if config.model not in MODEL_NAMES or not isinstance(config.model_options, dict):
+        return config  # validate() names it
+    former = get_spec(config.model).former_options
+    missing = [name for name in former if name not in config.model_options]
+    if not missing:
+        return config
+    defaults = model_options(config.model)
+    pinned = {
+        name: defaults[name] if recorded is None else recorded.get(name, former[name]) for name in missing
+    }
+    return dataclasses.replace(config, model_options={**config.model_options, **pinned})
+
+
+def recorded_model_options(run_dir: Path, model: str) -> dict[str, Any] | None:
+    """The ``model_options`` a run folder's config.yaml recorded for ``model``; None without one (or for
+    another model)."""
+    path = run_dir / runs.CONFIG_FILE
+    if not path.is_file():
+        return None
+    recorded = config_lib.read_yaml(path)
+    if not isinstance(recorded, dict) or recorded.get("model") != model:
+        return None
+    options = recorded.get("model_options")
+    return dict(options) if isinstance(options, dict) else {}
+
+
 def model_defaults(model: str) -> dict[str, Any]:
     """The training settings a model's measurements chose (``ModelSpec.train_defaults``); {} if unknown."""
     from yolol_tf.models import MODEL_NAMES, get_spec

@@ -35,6 +35,8 @@ from yolol_tf.training.config import (
     effective_loss,
     for_data,
     head_epochs,
+    pin_model_options,
+    recorded_model_options,
     steps_per_epoch,
     validate,
 )
@@ -83,6 +85,8 @@ def train(
         )
     run_dir = runs.run_dir_for(config, resume=resume)
     resume = should_resume(run_dir, resume, strategy)
+    # Options whose default changed since the run started keep the value it started with.
+    config = pin_model_options(config, recorded_model_options(run_dir, config.model) if resume else None)
     previous_policy = keras.mixed_precision.global_policy().name
     with contextlib.ExitStack() as stack:
         if chief:  # other workers of a cluster see the chief's folder appear; only the chief writes it
