@@ -205,8 +205,8 @@ def recorded_model_options(run_dir: Path, model: str) -> dict[str, Any] | None:
     path = run_dir / runs.CONFIG_FILE
     if not path.is_file():
         return None
-    recorded = config_lib.read_yaml(path)
-    if not isinstance(recorded, dict) or recorded.get("model") != model:
+    recorded = config_lib.read_yaml(path)  # a mapping, or a UserError naming the file
+    if recorded.get("model") != model:
         return None
     options = recorded.get("model_options")
     return dict(options) if isinstance(options, dict) else {}
