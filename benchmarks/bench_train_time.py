@@ -11,7 +11,8 @@ test mAP of every run, each side's median and fastest time, and the ratio curren
 The two sides take turns, so that a noisy machine's drift (up to 2x on a shared CPU) falls on both alike:
 read the ratio of the medians first, the per-round ratios for its spread, and the fastest runs' ratio as
 the figure least touched by load from elsewhere. The first run of a model on a new machine includes the
-bfloat16 probe once (then cached), so one untimed ``--epochs 1`` run of the current code comes first.
+bfloat16 probe once (then cached), so one untimed ``--epochs 1`` run of each side comes first. ``--keep``
+needs a new or empty folder.
 """
 
 from __future__ import annotations
@@ -80,9 +81,17 @@ def main() -> None:
             train = ["train", args.model, "--data"]
             current = [sys.executable, "-m", "yolol_tf", *train, args.data]
             baseline = [sys.executable, "-c", BASELINE_CODE, *train, args.baseline_data or args.data]
-            print("warm-up: current code, --epochs 1 (untimed)", file=sys.stderr)
+            # Untimed: the first run of a model on a machine pays for the bf16 probe (then cached), on either side.
+            print("warm-up: each side, --epochs 1 (untimed)", file=sys.stderr)
             run(
                 [*current, "--out", str(runs / "warmup"), *extra, "--epochs", "1"], runs / "warmup", ROOT, env
+            )
+            warm = runs / "warmup-baseline"
+            run(
+                [*baseline, "--out", str(warm), "--epochs", "1"],
+                warm,
+                Path(tmp),
+                {**env, "PYTHONPATH": str(tree)},
             )
             times: dict[str, list[float]] = {"baseline": [], "current": []}
             for r in range(1, args.rounds + 1):

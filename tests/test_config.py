@@ -50,17 +50,3 @@ def test_atomic_write_leaves_no_temp_file_and_follows_the_umask(tmp_path: Path) 
     assert target.read_text() == "{}\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["labels.json"]
-
-
-def test_pinned_model_options_keep_a_resumed_run_on_its_network() -> None:
-    from yolol_tf.training.config import TrainConfig, pin_model_options
-
-    config = TrainConfig(model="cnn", model_options={"width": 8})
-    assert pin_model_options(config, None).model_options == {"width": 8, "pool_shortcut": True}  # a new run
-    assert (
-        pin_model_options(config, {"width": 8}).model_options["pool_shortcut"] is False
-    )  # recorded before it
-    assert pin_model_options(config, {"pool_shortcut": True}).model_options["pool_shortcut"] is True
-    given = dataclasses.replace(config, model_options={"pool_shortcut": False})
-    assert pin_model_options(given, {"pool_shortcut": True}) == given  # a value given now stays
-    assert pin_model_options(TrainConfig(model="dense"), {}) == TrainConfig(model="dense")  # none to pin

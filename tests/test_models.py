@@ -146,6 +146,10 @@ def test_unknown_model_or_option_is_a_user_error_listing_valid_ones():
     with pytest.raises(UserError, match="depth.*Valid options: width=32, depths=") as error:
         build_model("cnn", (32, 32, 3), 2, depth=3)
     assert error.value.exit_code == 2
+    with pytest.raises(
+        UserError, match="pool_shortcut must be true or false. Received: pool_shortcut='false'"
+    ):
+        build_model("cnn", (32, 32, 3), 2, pool_shortcut="false")
     with pytest.raises(UserError, match="norm must be one of"):
         build_model("resnet50", (32, 32, 3), 2, norm="group")
 

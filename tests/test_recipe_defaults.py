@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,17 @@ def test_tune_refuses_a_warmup_the_best_configuration_could_not_train() -> None:
     validate(TuneConfig(epochs=5, warmup_epochs=2, train_best=True, train_epochs=3))
     with pytest.raises(UserError, match=r"less than --train-epochs \(2\), .* Received: warmup_epochs=2"):
         validate(TuneConfig(epochs=5, warmup_epochs=2, train_best=True, train_epochs=2))
+
+
+def test_pinned_model_options_keep_a_resumed_run_on_its_network() -> None:
+    from yolol_tf.training.config import TrainConfig, pin_model_options
+
+    config = TrainConfig(model="cnn", model_options={"width": 8})
+    assert pin_model_options(config, None).model_options == {"width": 8, "pool_shortcut": True}  # a new run
+    assert (
+        pin_model_options(config, {"width": 8}).model_options["pool_shortcut"] is False
+    )  # recorded before it
+    assert pin_model_options(config, {"pool_shortcut": True}).model_options["pool_shortcut"] is True
+    given = dataclasses.replace(config, model_options={"pool_shortcut": False})
+    assert pin_model_options(given, {"pool_shortcut": True}) == given  # a value given now stays
+    assert pin_model_options(TrainConfig(model="dense"), {}) == TrainConfig(model="dense")  # none to pin

@@ -103,7 +103,7 @@ def test_a_run_resumed_after_a_default_changed_keeps_the_network_it_started_with
     from yolol_tf.training import train
 
     new, old = tmp_path / "new", tmp_path / "old"
-    train(tiny_train_config(store, new, epochs=1), verbose=0)
+    train(tiny_train_config(store, new, epochs=1, steps_per_epoch=1), verbose=0)
     assert yaml.safe_load((new / runs.CONFIG_FILE).read_text())["model_options"]["pool_shortcut"] is True
     assert _shortcut_pools(new / runs.LAST_MODEL) > 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.support.processes import free_ports, kill_all, start_python
 from yolol_tf.errors import UserError
@@ -88,6 +89,9 @@ def test_search_writes_trials_table_plot_and_best_yaml(searched: Path) -> None:
     assert best.learning_rate == pytest.approx(top["learning_rate"])
     assert best.model_options["width"] == top["width"] and best.model_options["depths"] == [1, 1]
     assert build_model(best.model, (32, 32, 3), 3, **best.model_options).output_shape == (None, 3)
+    # The trials' network options whose default changed are written out, in best.yaml and search.yaml.
+    assert best.model_options["pool_shortcut"] is True
+    assert yaml.safe_load((searched / "search.yaml").read_text())["network"] == {"pool_shortcut": True}
 
 
 def test_rerun_continues_and_never_reruns_finished_trials(
@@ -115,6 +119,12 @@ def test_a_changed_search_is_refused_and_overwrite_starts_afresh(
     assert count_builds == []
     out = tmp_path / "fresh"
     tune(tiny_tune_config(str(out), max_trials=1), source=source)
+    # A search started before the cnn's pool_shortcut existed built other networks: it is not continued.
+    recorded = yaml.safe_load((out / "search.yaml").read_text())
+    del recorded["network"]
+    (out / "search.yaml").write_text(yaml.safe_dump(recorded))
+    with pytest.raises(UserError, match="different search.*network"):
+        tune(tiny_tune_config(str(out), max_trials=2), source=source)
     tune(tiny_tune_config(str(out), max_trials=1, overwrite=True), source=source)
     assert len(count_builds) == 2
     assert len(pd.read_csv(out / "trials.csv")) == 1

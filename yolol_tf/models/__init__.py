@@ -8,6 +8,7 @@ read it. Adding a model = a new module, its name in :data:`MODEL_NAMES`, and its
     MODELS[name]                                     the builders
     build_model(name, input_shape, num_classes, **options) -> keras.Model (uncompiled)
     model_options(name) -> {option: default}
+    pinned_defaults(name) -> {option: default} of the options whose default changed
     load_model(path) -> keras.Model
 
 Model modules import Keras inside their builders, so ``import yolol_tf.models``, the registry and the CLI's
@@ -48,6 +49,13 @@ def model_options(name: str) -> dict[str, Any]:
     """Returns a model's options and their defaults (the builder's keyword-only arguments except ``name``)."""
     parameters = inspect.signature(get_spec(name).build).parameters.values()
     return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "name"}
+
+
+def pinned_defaults(name: str) -> dict[str, Any]:
+    """The current defaults of a model's options whose default changed (``ModelSpec.former_options``): what
+    a run's config.yaml, a search's search.yaml and best.yaml write out, so they say which network it was."""
+    defaults = model_options(name)
+    return {option: defaults[option] for option in get_spec(name).former_options}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **options: Any):

@@ -95,6 +95,10 @@ def build_cnn(
         raise UserError(f"cnn: dropout must be in [0, 1). Received: dropout={dropout}")
     if stem_stride not in (1, 2):
         raise UserError(f"cnn: stem_stride must be 1 or 2. Received: stem_stride={stem_stride}")
+    if not isinstance(pool_shortcut, bool):
+        raise UserError(
+            f"cnn: pool_shortcut must be true or false. Received: pool_shortcut={pool_shortcut!r}"
+        )
     import keras
 
     from yolol_tf.models.layers import BatchNormalization
@@ -121,7 +125,7 @@ def build_cnn(
                 stride,
                 f"stage{stage + 1}_block{block + 1}",
                 norm,
-                pool_shortcut=bool(pool_shortcut),
+                pool_shortcut=pool_shortcut,
             )
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if dropout > 0:

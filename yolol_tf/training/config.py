@@ -184,7 +184,7 @@ def pin_model_options(config: TrainConfig, recorded: dict[str, Any] | None) -> T
         recorded: when resuming, the ``model_options`` of the run folder's config.yaml for this model
             ({} if it has none); None for a new run.
     """
-    from yolol_tf.models import MODEL_NAMES, get_spec, model_options
+    from yolol_tf.models import MODEL_NAMES, get_spec, pinned_defaults
 
     if config.model not in MODEL_NAMES or not isinstance(config.model_options, dict):
         return config  # validate() names it
@@ -192,7 +192,7 @@ def pin_model_options(config: TrainConfig, recorded: dict[str, Any] | None) -> T
     missing = [name for name in former if name not in config.model_options]
     if not missing:
         return config
-    defaults = model_options(config.model)
+    defaults = pinned_defaults(config.model)
     pinned = {
         name: defaults[name] if recorded is None else recorded.get(name, former[name]) for name in missing
     }

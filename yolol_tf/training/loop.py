@@ -85,8 +85,10 @@ def train(
         )
     run_dir = runs.run_dir_for(config, resume=resume)
     resume = should_resume(run_dir, resume, strategy)
-    # Options whose default changed since the run started keep the value it started with.
-    config = pin_model_options(config, recorded_model_options(run_dir, config.model) if resume else None)
+    # Options whose default changed since the run started keep the value it started with. A cluster's other
+    # workers restart without --resume: the chief's backup folder says the run goes on.
+    continuing = resume or (run_dir / runs.BACKUP_DIR).is_dir()
+    config = pin_model_options(config, recorded_model_options(run_dir, config.model) if continuing else None)
     previous_policy = keras.mixed_precision.global_policy().name
     with contextlib.ExitStack() as stack:
         if chief:  # other workers of a cluster see the chief's folder appear; only the chief writes it

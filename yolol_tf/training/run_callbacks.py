@@ -1,19 +1,18 @@
-"""The callbacks of one ``fit`` of a run, in the order their hooks must run, and the monitor they watch.
-
-``run`` and ``phase`` are :mod:`yolol_tf.training.loop`'s ``_Run`` and ``_Phase``: the run's config, data,
-folder and strategy, and the phase's epochs, backup folder and whether it is the last.
-"""
+"""The callbacks of one ``fit`` of a run, in the order their hooks must run, and the monitor they watch."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yolol_tf import runs
 from yolol_tf.errors import UserError
 
+if TYPE_CHECKING:
+    from yolol_tf.training.loop import _Phase, _Run
+
 
 def run_callbacks(
-    run: Any, val_ds: Any, activation: str, resume: bool, committed: int, extra: list, phase: Any
+    run: _Run, val_ds: Any, activation: str, resume: bool, committed: int, extra: list, phase: _Phase
 ) -> list:
     """The callbacks of one phase of ``run``, in the order their hooks must run (the backup last)."""
     import keras

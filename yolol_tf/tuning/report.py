@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from yolol_tf import config as config_lib
+from yolol_tf.models import pinned_defaults
 from yolol_tf.models.spec import Param
 from yolol_tf.tuning.config import data_values, recipe_values
 from yolol_tf.tuning.space import train_values
@@ -124,6 +125,8 @@ def best_config(oracle: Any, config: Any) -> tuple[dict[str, Any], Any] | None:
         return None
     trial = max(completed, key=lambda t: -math.inf if math.isnan(t.score) else t.score)
     values = train_values(config.model, trial.hyperparameters.values)
+    # The network the trials built, whatever the defaults become (as a run's config.yaml records it).
+    values["model_options"] = {**values["model_options"], **pinned_defaults(config.model)}
     return {**values, **data_values(config), **recipe_values(config), "monitor": config.objective}, trial
 
 

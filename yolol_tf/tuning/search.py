@@ -36,6 +36,7 @@ import keras_tuner as kt
 from yolol_tf import config as config_lib
 from yolol_tf import runs
 from yolol_tf.errors import UserError
+from yolol_tf.models import pinned_defaults
 from yolol_tf.training.config import steps_per_epoch
 from yolol_tf.tuning.cluster import consecutive_failures, environment, reach_chief, role_of, serve
 from yolol_tf.tuning.config import TuneConfig, data_values, recipe_values, search_dir, validate
@@ -95,6 +96,7 @@ class SearchHyperModel(kt.HyperModel):
     def train_config(self, hp: kt.HyperParameters) -> Any:
         """The ``TrainConfig`` of this trial's values (the same settings ``best.yaml`` gets)."""
         from yolol_tf.training import TrainConfig, effective_loss
+        from yolol_tf.training.config import pin_model_options
 
         values = train_values(self.config.model, {p.name: declare(hp, p) for p in self.space})
         c = self.config
@@ -107,7 +109,9 @@ class SearchHyperModel(kt.HyperModel):
             steps_per_epoch=c.steps_per_epoch,
             monitor=c.objective,
         )
-        return dataclasses.replace(train_config, loss=effective_loss(train_config, self.source.info))
+        train_config = dataclasses.replace(train_config, loss=effective_loss(train_config, self.source.info))
+        # The network's options whose default changed are written out, as a run's config.yaml has them.
+        return pin_model_options(train_config, None)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         from yolol_tf.models import build_model
@@ -234,6 +238,9 @@ def run_search(config: TuneConfig, source: Any) -> tuple[Path, bool]:
         **data_values(config),
         **recipe_values(config),
         "space": space_to_dict(space),
+        # The builder's defaults that have changed before (ModelSpec.former_options): a search started under
+        # other defaults built other networks, and is not continued.
+        **({"network": network} if (network := pinned_defaults(config.model)) else {}),
     }
     if role != "worker":
         _check_same_search(out, settings, config.overwrite)
