@@ -7,14 +7,14 @@
 
 Throughput: steady-state training steps of each model's demo preset, fed (a) from the store pipeline
 (shuffle, augmentation, prefetch) and (b) from one cached in-memory batch repeated; the stall share is
-``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%). The feeds take
-turns for five rounds of one ~1.5 s epoch each (``--seconds``), each between two runs of the cached
-batch, and each figure is the median over rounds of median step times, so that a noisy machine's drift
-cancels. "no aug" is the same with augmentation off, to tell reading from augmenting; "no XLA" runs the
-same augmentation as a plain graph; "streamed" reads the files every epoch rather than holding the split
-in memory; "before" is the previous augmentation (kept below as ``legacy_augment_batch``) on the streamed
-store, the baseline, measured in the same process. On a 2-core CPU the pipeline and the model share the same cores, so augmentation work
-shows up as stall.
+``1 - time(b) / time(a)``, the part of a step the model waits for data (goal: under 5%). The feeds take turns
+for five rounds of one ~1.5 s epoch each (``--seconds``), each between two runs of the cached batch, and
+each figure is the median over rounds of median step times, so that a noisy machine's drift cancels. "no
+aug" is the same with augmentation off, to tell reading from augmenting; "no XLA" runs the same
+augmentation as a plain graph; "streamed" reads the files every epoch rather than holding the split in
+memory; "before" is the previous augmentation (kept below as ``legacy_augment_batch``) on the streamed
+store, the baseline, measured in the same process. On a 2-core CPU the pipeline and the model share the
+same cores, so augmentation work shows up as stall.
 Ops (``--ops``): milliseconds per batch of each augmentation step at each model's size and batch, run
 alone, as a share of the whole augmentation.
 Quality: each model trained with its ``experiments/demo-<model>.yaml`` (epochs capped), test-split mAP,

@@ -75,9 +75,8 @@ def test_pinned_model_options_keep_a_resumed_run_on_its_network() -> None:
 
     config = TrainConfig(model="cnn", model_options={"width": 8})
     assert pin_model_options(config, None).model_options == {"width": 8, "pool_shortcut": True}  # a new run
-    assert (
-        pin_model_options(config, {"width": 8}).model_options["pool_shortcut"] is False
-    )  # recorded before it
+    recorded_before_it = {"width": 8}
+    assert pin_model_options(config, recorded_before_it).model_options["pool_shortcut"] is False
     assert pin_model_options(config, {"pool_shortcut": True}).model_options["pool_shortcut"] is True
     given = dataclasses.replace(config, model_options={"pool_shortcut": False})
     assert pin_model_options(given, {"pool_shortcut": True}) == given  # a value given now stays
